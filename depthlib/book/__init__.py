@@ -1,0 +1,37 @@
+"""The book's machinery: profiles and parameter checks, the results cache, recorded results, the runner.
+
+A chapter notebook starts with a cell tagged ``parameters``::
+
+    profile = "quick"
+    n_scenes = None   # None: take the profile's value
+
+and continues with::
+
+    import depthlib.book
+    P = depthlib.book.setup("02_data", profile, n_scenes=n_scenes)
+
+``setup`` loads ``profiles/<profile>.yaml``, checks every value's type and displays the parameters of the
+run. Expensive results go through ``cached(key, P, fn)``; reproduced numbers through
+``record_results(df, "02_data", P)``. ``depthlib book --profile quick`` runs every notebook of ``_toc.yml``
+through papermill and builds the HTML (see :mod:`depthlib.book.runner`).
+"""
+
+from __future__ import annotations
+
+from ._paths import find_nyu_data, find_shared, project_root
+from .cache import cache_path, cached, code_version, load_cached
+from .params import Params, ParameterError, list_profiles, load_profile, profile_values, setup
+from .results import RESULT_COLUMNS, load_results, record_results, results_path
+
+__all__ = [
+    "Params", "ParameterError", "RESULT_COLUMNS", "add_subcommands", "cache_path", "cached", "code_version",
+    "find_nyu_data", "find_shared", "list_profiles", "load_cached", "load_profile", "load_results", "profile_values",
+    "project_root", "record_results", "results_path", "setup",
+]
+
+
+def add_subcommands(subparsers) -> None:
+    """Adds ``depthlib book`` to the ``depthlib`` command (collected by :mod:`depthlib.cli`)."""
+    from .runner import add_subcommands as _add
+
+    _add(subparsers)

@@ -1,0 +1,722 @@
+"""Procedural RGB-D scenes with exact ground truth: the embedded default data of the book.
+
+Scenes are ray cast in torch, all pixels and all objects of a frame at once:
+
+- ``indoor``: a room (floor, walls, ceiling) with yaw-rotated furniture boxes, a bookcase, wall shelves,
+  spheres and capped cylinders; NYU-like camera (fx 518.9, fy 519.5, cx 325.6, cy 253.7 at 640x480, scaled
+  per axis with the resolution) held at 1.0-1.7 m and pitched down; depth in 0.5-10 m.
+- ``outdoor``: a street (ground, box buildings on both sides, cars, poles, trees) seen from 1.65 m like KITTI
+  (fx = fy = 721.5 * W / 1242, KITTI's horizontal field of view, square pixels); sky and everything beyond
+  80 m are invalid (depth 0, mask False).
+
+Monocular cues are real: perspective projection, occlusion (z-buffer of exact intersections), texture
+gradients (wood, tiles, stripes and value-noise textures fixed to surfaces), Lambertian shading from point
+lights (indoor) or the sun (outdoor) with cast shadows (shadow rays traced at 1/``shadow_stride`` resolution
+and linearly upsampled, hence soft).
+
+Depth is the camera z (not the ray length), float32 metres.
+
+Determinism: scene parameters come from a ``torch.Generator`` seeded with a hash of ``(seed, index)``; pixel
+math uses only IEEE-exact float32 operations (+, -, *, /, sqrt, min, max, floor) and integer hashing, with no
+BLAS, no transcendental function on pixels and no order-dependent reduction, so the same seed and index give
+the same bytes on any machine. The RGB image is quantised to 8 bits (k / 255), like a camera's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from ._common import DepthDataset
+
+__all__ = ["SynthDataset", "render_batch", "scene_intrinsics", "ordinal_pairs", "SCENES"]
+
+SCENES = ("indoor", "outdoor")
+NYU_REF = (480, 640, 518.8579, 519.4696, 325.5824, 253.7362)
+KITTI_REF = (375, 1242, 721.5377, 609.5593, 172.854)
+INDOOR_DEPTH = (0.5, 10.0)
+OUTDOOR_MAX_DEPTH = 80.0
+# Object slots per scene (fixed so that frames batch); a disabled object is moved far below the floor.
+_SLOTS = {"indoor": (7, 2, 2), "outdoor": (9, 3, 3)}  # boxes, spheres, cylinders
+_BIG = 1e30
+_MISS_BITS = 0x7F000000  # OR-ed into a float32's bits: larger than any finite hit distance
+_TYPE_BOX, _TYPE_SPHERE, _TYPE_CYL, _TYPE_INSIDE = 0, 1, 2, 3
+
+
+def scene_intrinsics(scene: str, size: tuple[int, int]) -> torch.Tensor:
+    """Camera of a generated frame of ``size = (H, W)``: ``(4,)`` float32 ``[fx, fy, cx, cy]`` in pixels."""
+    h, w = size
+    if scene == "indoor":
+        rh, rw, fx, fy, cx, cy = NYU_REF
+        return torch.tensor([fx * w / rw, fy * h / rh, cx * w / rw, cy * h / rh], dtype=torch.float32)
+    if scene == "outdoor":
+        rh, rw, f, cx, cy = KITTI_REF
+        return torch.tensor([f * w / rw, f * w / rw, cx * w / rw, cy * h / rh], dtype=torch.float32)
+    raise ValueError(f"scene={scene!r} is not one of {SCENES}")
+
+
+def _frame_seed(seed: int, index: int, scene: str) -> int:
+    digest = hashlib.sha256(f"depthlib.synth:{scene}:{int(seed)}:{int(index)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class _Draw:
+    """Hands out consecutive columns of a ``(B, N)`` uniform [0, 1) table as named random variables."""
+
+    def __init__(self, u: torch.Tensor) -> None:
+        self.u, self.pos = u, 0
+
+    def __call__(self, n: int = 1, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        out = self.u[:, self.pos:self.pos + n]
+        if out.shape[1] != n:
+            raise RuntimeError("synth: random table too short")  # a programming error, caught by the tests
+        self.pos += n
+        return lo + (hi - lo) * out
+
+
+_N_RANDOM = 256
+
+
+@dataclass
+class _Scene:
+    """Per-frame parameters, batched: every tensor has a leading ``B``."""
+
+    cam_pos: torch.Tensor  # (B, 3)
+    cam_rot: torch.Tensor  # (B, 3, 3) world-from-camera, camera axes x right, y down, z forward
+    table: torch.Tensor  # (B, F, K) object attributes, see _FIELDS
+    n_box: int
+    n_sph: int
+    n_cyl: int
+    lights: torch.Tensor  # (B, L, 4): position xyz + intensity (indoor) ; sun direction + intensity (outdoor)
+    ambient: torch.Tensor  # (B, 1)
+    outdoor: bool
+    noise_seed: torch.Tensor  # (B, 1) int32
+
+
+# Rows of _Scene.table (one column per object; object 0 is the room, or the ground outdoors). "box" is +1 for
+# a box seen from outside, -1 for the room seen from inside (its normals point inwards), 0 otherwise; "sph"
+# and "cyl" are 1 for spheres and cylinders: float flags, so shading selects per pixel with products.
+_FIELDS = ("cx", "cy", "cz", "hx", "hy", "hz", "cos", "sin", "box", "sph", "cyl",
+           "r1", "g1", "b1", "r2", "g2", "b2", "freq", "k_grid", "k_wood", "k_noise", "grid_v")
+_F = {name: i for i, name in enumerate(_FIELDS)}
+
+
+def _palette(draw: _Draw, n: int, base: Sequence[float], spread: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two related colours per object: a base tint and a darker/lighter partner for the pattern."""
+    b = torch.tensor(base, dtype=torch.float32)
+    c1 = (b + draw(3 * n, -spread, spread).reshape(-1, n, 3)).clamp(0.05, 0.95)
+    c2 = (c1 * draw(n, 0.55, 0.85).unsqueeze(-1)).clamp(0.02, 0.95)
+    return c1, c2
+
+
+def _materials(draw: _Draw, n: int) -> torch.Tensor:
+    """``(B, n, 5)``: texture frequency and weights of grid lines, wood rings, noise, and whether the grid
+    also has horizontal lines (tiles) or not (stripes). A random choice among plain, wood, tiles, stripes,
+    noise per object, encoded as weights so that one formula shades every material."""
+    kind = (draw(n) * 5).floor()  # 0 plain, 1 wood, 2 tiles, 3 stripes, 4 noise
+    freq = draw(n, 1.5, 6.0)
+    k_grid = ((kind == 2) | (kind == 3)).float() * 0.8
+    k_wood = (kind == 1).float() * 0.8
+    k_noise = torch.where(kind == 4, 0.9, 0.25)
+    grid_v = (kind == 2).float()
+    return torch.stack([freq, k_grid, k_wood, k_noise, grid_v], dim=-1)
+
+
+def _rot_yaw_pitch_roll(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """World-from-camera rotation ``(B, 3, 3)``; trig on per-frame scalars in float64, rounded to float32."""
+    yaw, pitch, roll = yaw.double(), pitch.double(), roll.double()
+    cy_, sy_ = torch.cos(yaw), torch.sin(yaw)
+    cp, sp = torch.cos(pitch), torch.sin(pitch)
+    cr, sr = torch.cos(roll), torch.sin(roll)
+    one, zero = torch.ones_like(yaw), torch.zeros_like(yaw)
+    ry = torch.stack([cy_, zero, sy_, zero, one, zero, -sy_, zero, cy_], -1).reshape(-1, 3, 3)
+    rx = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).reshape(-1, 3, 3)
+    rz = torch.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).reshape(-1, 3, 3)
+    flip = torch.diag(torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64))  # camera y points down
+    return (ry @ rx @ rz @ flip).float()
+
+
+def _indoor(u: torch.Tensor) -> _Scene:
+    draw = _Draw(u)
+    b = u.shape[0]
+    nb, ns, nc = _SLOTS["indoor"]
+    room_w, room_h, room_d = draw(1, 3.0, 6.5), draw(1, 2.5, 3.2), draw(1, 4.0, 8.0)
+    half = torch.cat([room_w / 2, room_h / 2, room_d / 2], 1)  # (B, 3)
+    # Camera near the back wall (z = -D/2), facing +z into the room like a hand-held Kinect.
+    cam = torch.cat([draw(1, -0.35, 0.35) * room_w, draw(1, 1.0, 1.7), -room_d / 2 + draw(1, 0.3, 0.9)], 1)
+    rot = _rot_yaw_pitch_roll(draw(1, -0.45, 0.45)[:, 0], draw(1, 0.0, 0.35)[:, 0], draw(1, -0.05, 0.05)[:, 0])
+
+    # Furniture boxes 0-3 on the floor, 4 a bookcase against a side wall, 5-6 shelves on walls.
+    bx = torch.empty(b, nb, 3)
+    bh = torch.empty(b, nb, 3)
+    fh = torch.cat([draw(4, 0.2, 0.9).unsqueeze(-1), draw(4, 0.2, 0.6).unsqueeze(-1), draw(4, 0.2, 0.7).unsqueeze(-1)], -1)
+    bh[:, :4] = fh
+    bx[:, :4, 0] = draw(4, -0.5, 0.5) * (room_w - 2 * fh[..., 0])
+    bx[:, :4, 1] = fh[..., 1]
+    bx[:, :4, 2] = draw(4, -0.25, 0.5) * room_d
+    side = (draw(1) < 0.5).float() * 2 - 1  # which side wall the bookcase leans on
+    bh[:, 4] = torch.cat([draw(1, 0.15, 0.2), draw(1, 0.8, 1.1), draw(1, 0.3, 0.6)], 1)
+    bx[:, 4] = torch.cat([side * (room_w / 2 - bh[:, 4, :1]), bh[:, 4, 1:2], draw(1, -0.1, 0.4) * room_d], 1)
+    bh[:, 5:7] = torch.stack([draw(2, 0.3, 0.6), draw(2, 0.015, 0.03), draw(2, 0.09, 0.13)], -1)
+    bx[:, 5:7, 0] = draw(2, -0.3, 0.3) * room_w
+    bx[:, 5:7, 1] = draw(2, 1.1, 2.0)
+    bx[:, 5:7, 2] = room_d / 2 - bh[:, 5:7, 2]  # against the far wall
+    yaw = torch.cat([draw(4, -0.8, 0.8) * (draw(4) < 0.6).float(), torch.zeros(b, 3)], 1)
+
+    # Keep furniture clear of the camera (at least 0.8 m in the floor plane) so depth stays above 0.5 m.
+    dxz = bx[:, :, [0, 2]] - cam[:, None, [0, 2]]
+    dist = dxz.norm(dim=-1, keepdim=True).clamp_min(1e-3)
+    need = (0.8 + bh[:, :, [0, 2]].norm(dim=-1, keepdim=True)) - dist
+    bx[:, :, [0, 2]] += dxz / dist * need.clamp_min(0)
+    bx[:, :, 2] = torch.minimum(bx[:, :, 2], room_d / 2 - bh[:, :, 2])
+    present = torch.cat([draw(4) < 0.85, draw(1) < 0.7, draw(2) < 0.6], 1)
+    bx[:, :, 1] = torch.where(present, bx[:, :, 1], -100.0)
+
+    # Spheres sit on furniture 0-1 or on the floor; cylinders stand on the floor.
+    sr = draw(ns, 0.08, 0.3)
+    on_box = draw(ns) < 0.6
+    sx = torch.stack([torch.where(on_box, bx[:, :ns, 0], draw(ns, -0.4, 0.4) * room_w[:, :1]),
+                      torch.where(on_box, bx[:, :ns, 1] + bh[:, :ns, 1], 0.0) + sr,
+                      torch.where(on_box, bx[:, :ns, 2], draw(ns, 0.0, 0.45) * room_d[:, :1])], -1)
+    cr, ch = draw(nc, 0.08, 0.3), draw(nc, 0.2, 0.9)
+    cxz = torch.stack([draw(nc, -0.45, 0.45) * (room_w - 0.6), draw(nc, -0.1, 0.45) * (room_d - 0.6)], -1)
+    cx = torch.stack([cxz[..., 0], ch, cxz[..., 1]], -1)
+    sx[..., 1] = torch.where(draw(ns) < 0.85, sx[..., 1], -100.0)
+    cx[..., 1] = torch.where(draw(nc) < 0.8, cx[..., 1], -100.0)
+
+    centers = torch.cat([torch.cat([torch.zeros(b, 1), room_h / 2, torch.zeros(b, 1)], 1)[:, None], bx, sx, cx], 1)
+    halves = torch.cat([half[:, None], bh, sr.unsqueeze(-1).expand(-1, -1, 3),
+                        torch.stack([cr, ch, cr], -1)], 1)
+    yaws = torch.cat([torch.zeros(b, 1), yaw, draw(ns, 0, 3.14), draw(nc, 0, 3.14)], 1)
+    types = torch.tensor([_TYPE_INSIDE] + [_TYPE_BOX] * nb + [_TYPE_SPHERE] * ns + [_TYPE_CYL] * nc,
+                         dtype=torch.float32).expand(b, -1)
+    k = types.shape[1]
+    c1, c2 = _palette(draw, k, (0.62, 0.55, 0.48), 0.3)
+    mat = _materials(draw, k)
+    # Lights hang under the ceiling; the first one casts the traced shadows.
+    n_light = 2
+    lights = torch.stack([draw(n_light, -0.35, 0.35) * room_w, room_h - 0.15 + torch.zeros(b, n_light),
+                          draw(n_light, -0.3, 0.35) * room_d, draw(n_light, 0.8, 1.6)], -1)
+    return _assemble(b, centers, halves, yaws, types, c1, c2, mat, nb, ns, nc, cam, rot, lights,
+                     draw(1, 0.18, 0.3), draw, outdoor=False)
+
+
+def _outdoor(u: torch.Tensor) -> _Scene:
+    draw = _Draw(u)
+    b = u.shape[0]
+    nb, ns, nc = _SLOTS["outdoor"]
+    street = draw(1, 4.0, 7.0)  # half width of the street between building fronts
+    cam = torch.cat([draw(1, -1.5, 1.5), torch.full((b, 1), 1.65), torch.zeros(b, 1)], 1)
+    rot = _rot_yaw_pitch_roll(draw(1, -0.12, 0.12)[:, 0], draw(1, -0.03, 0.04)[:, 0], draw(1, -0.02, 0.02)[:, 0])
+    n_bld, n_car = 6, 3
+    bh = torch.empty(b, nb, 3)
+    bx = torch.empty(b, nb, 3)
+    # Buildings alternate sides, one after another along the street.
+    side = torch.tensor([-1.0, 1.0] * (n_bld // 2))
+    depth_half = draw(n_bld, 4.0, 8.0)
+    length_half = draw(n_bld, 4.0, 10.0)
+    height_half = draw(n_bld, 3.0, 12.0)
+    bh[:, :n_bld] = torch.stack([depth_half, height_half, length_half], -1)
+    along = torch.cumsum(2 * length_half + draw(n_bld, 0.5, 6.0), 1) - length_half + draw(1, -8.0, 2.0)
+    bx[:, :n_bld] = torch.stack([side * (street + depth_half + draw(n_bld, 0.0, 2.0)), height_half, along], -1)
+    # Cars: parked or driving, 2 m long each way.
+    car_half = torch.stack([draw(n_car, 0.8, 0.95), draw(n_car, 0.7, 0.85), draw(n_car, 1.9, 2.4)], -1)
+    lane = torch.where(draw(n_car) < 0.5, -1.0, 1.0) * (street - draw(n_car, 1.2, 3.0))
+    bh[:, n_bld:] = car_half
+    bx[:, n_bld:] = torch.stack([lane, car_half[..., 1] + 0.15, draw(n_car, 6.0, 45.0)], -1)
+    yaw = torch.cat([torch.zeros(b, n_bld), draw(n_car, -0.15, 0.15)], 1)
+    present = torch.cat([draw(n_bld) < 0.9, draw(n_car) < 0.8], 1)
+    bx[:, :, 1] = torch.where(present, bx[:, :, 1], -1000.0)
+    # Trees: trunk cylinder + crown sphere on the sidewalks; poles are the remaining cylinders.
+    tz = draw(ns, 4.0, 50.0)
+    tside = torch.where(draw(ns) < 0.5, -1.0, 1.0) * (street - draw(ns, 0.3, 0.8))
+    crown = draw(ns, 1.2, 2.5)
+    trunk_h = draw(ns, 1.2, 2.0)
+    sx = torch.stack([tside, 2 * trunk_h + crown * 0.8, tz], -1)
+    cr = torch.cat([draw(ns, 0.12, 0.25), draw(nc - ns, 0.06, 0.12)], 1) if nc > ns else draw(ns, 0.12, 0.25)
+    ch = torch.cat([trunk_h, draw(nc - ns, 1.5, 3.5)], 1) if nc > ns else trunk_h
+    pz = draw(nc - ns, 3.0, 40.0) if nc > ns else torch.zeros(b, 0)
+    pside = (torch.where(draw(nc - ns) < 0.5, -1.0, 1.0) * (street - 0.3)) if nc > ns else torch.zeros(b, 0)
+    cx = torch.stack([torch.cat([tside, pside], 1), ch, torch.cat([tz, pz], 1)], -1)
+    tree = draw(ns) < 0.75
+    sx[..., 1] = torch.where(tree, sx[..., 1], -1000.0)
+    cx[:, :ns, 1] = torch.where(tree, cx[:, :ns, 1], -1000.0)
+    ground = torch.tensor([0.0, -1.0, 0.0]).expand(b, 1, 3)
+    centers = torch.cat([ground, bx, sx, cx], 1)
+    halves = torch.cat([torch.tensor([1e4, 1.0, 1e4]).expand(b, 1, 3), bh,
+                        crown.unsqueeze(-1).expand(-1, -1, 3), torch.stack([cr, ch, cr], -1)], 1)
+    yaws = torch.cat([torch.zeros(b, 1), yaw, torch.zeros(b, ns), torch.zeros(b, nc)], 1)
+    types = torch.tensor([_TYPE_BOX] + [_TYPE_BOX] * nb + [_TYPE_SPHERE] * ns + [_TYPE_CYL] * nc,
+                         dtype=torch.float32).expand(b, -1)
+    k = types.shape[1]
+    c1, c2 = _palette(draw, k, (0.55, 0.52, 0.5), 0.25)
+    # Asphalt ground, green crowns, brown trunks.
+    c1[:, 0] = torch.tensor([0.32, 0.32, 0.33])
+    c2[:, 0] = torch.tensor([0.9, 0.9, 0.85])
+    c1[:, 1 + nb:1 + nb + ns] = torch.tensor([0.2, 0.45, 0.15])
+    mat = _materials(draw, k)
+    # Buildings get windows (tiles), the road stripes along the street.
+    mat[:, 1:1 + n_bld] = torch.tensor([0.35, 0.8, 0.0, 0.25, 1.0])
+    mat[:, 0] = torch.tensor([0.25, 0.6, 0.0, 0.5, 0.0])
+    elev, azim = draw(1, 0.5, 1.1)[:, 0].double(), draw(1, -1.2, 1.2)[:, 0].double()
+    sun = torch.stack([torch.cos(elev) * torch.sin(azim), torch.sin(elev), -torch.cos(elev) * torch.cos(azim)],
+                      -1).float()
+    lights = torch.cat([sun, draw(1, 0.9, 1.3)], 1).unsqueeze(1)
+    return _assemble(b, centers, halves, yaws, types, c1, c2, mat, nb, ns, nc, cam, rot, lights,
+                     draw(1, 0.25, 0.4), draw, outdoor=True)
+
+
+def _assemble(b, centers, halves, yaws, types, c1, c2, mat, nb, ns, nc, cam, rot, lights, ambient, draw,
+              outdoor) -> _Scene:
+    yaws = yaws.double()
+    cos, sin = torch.cos(yaws).float(), torch.sin(yaws).float()
+    flags = torch.stack([(types == _TYPE_BOX).float() - (types == _TYPE_INSIDE).float(),
+                         (types == _TYPE_SPHERE).float(), (types == _TYPE_CYL).float()], -1)
+    table = torch.cat([centers, halves, cos.unsqueeze(-1), sin.unsqueeze(-1), flags, c1, c2, mat], -1)
+    noise_seed = (draw(1) * 65535).to(torch.int32) * 1664525
+    return _Scene(cam, rot, table.transpose(1, 2).contiguous(), nb, ns, nc, lights, ambient, outdoor, noise_seed)
+
+
+def _keys(t: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
+    """float32 distances -> int32 keys that order like the distances, misses above every hit.
+
+    The sign bit is cleared and the 4 low mantissa bits are left free for the object index (relative error
+    < 2e-6), so the z-buffer is an integer ``amin`` that returns distance and object at once.
+    """
+    return (t.view(torch.int32) & 0x7FFFFFF0) | (~hit).to(torch.int32) * _MISS_BITS
+
+
+def _col(prm: torch.Tensor, name: str) -> torch.Tensor:
+    return prm[:, _F[name]:_F[name] + 1]  # (N, 1)
+
+
+def _box_keys(o: torch.Tensor, d: torch.Tensor, prm: torch.Tensor, eps: float) -> torch.Tensor:
+    """Rays ``o (N, 3, 1|P)``, ``d (N, 3, P)`` against one yaw-rotated box per row ``prm (N, F)``: slab test in
+    the box frame. Returns ``(N, P)`` keys."""
+    co, si = _col(prm, "cos"), _col(prm, "sin")
+    hx, hy, hz = _col(prm, "hx"), _col(prm, "hy"), _col(prm, "hz")
+    rx, ry, rz = o[:, 0] - _col(prm, "cx"), o[:, 1] - _col(prm, "cy"), o[:, 2] - _col(prm, "cz")
+    olx, olz = co * rx + si * rz, co * rz - si * rx
+    dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
+    inv = 1.0 / (co * dx + si * dz)
+    t1, t2 = (-hx - olx) * inv, (hx - olx) * inv
+    near, far = torch.minimum(t1, t2), torch.maximum(t1, t2)
+    inv = 1.0 / dy
+    t1, t2 = (-hy - ry) * inv, (hy - ry) * inv
+    near = torch.maximum(near, torch.minimum(t1, t2))
+    far = torch.minimum(far, torch.maximum(t1, t2))
+    inv = 1.0 / (co * dz - si * dx)
+    t1, t2 = (-hz - olz) * inv, (hz - olz) * inv
+    near = torch.maximum(near, torch.minimum(t1, t2))
+    far = torch.minimum(far, torch.maximum(t1, t2))
+    return _keys(near, (near < far) & (near > eps))
+
+
+def _sphere_keys(o: torch.Tensor, d: torch.Tensor, prm: torch.Tensor, eps: float) -> torch.Tensor:
+    """Rays against one sphere (centre, radius ``hx``) per row: the nearer root. ``(N, P)`` keys."""
+    ocx, ocy, ocz = o[:, 0] - _col(prm, "cx"), o[:, 1] - _col(prm, "cy"), o[:, 2] - _col(prm, "cz")
+    r = _col(prm, "hx")
+    dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
+    a = dx * dx + dy * dy + dz * dz
+    b = dx * ocx + dy * ocy + dz * ocz
+    disc = b * b - a * (ocx * ocx + ocy * ocy + ocz * ocz - r * r)
+    t = (-b - disc.clamp_min(0).sqrt()) / a
+    return _keys(t, (disc >= 0) & (t > eps))
+
+
+def _cylinder_keys(o: torch.Tensor, d: torch.Tensor, prm: torch.Tensor, eps: float) -> torch.Tensor:
+    """Rays against one vertical capped cylinder (radius ``hx``, half height ``hy``) per row: the side,
+    then the cap facing the ray origin. ``(N, P)`` keys."""
+    ocx, ocy, ocz = o[:, 0] - _col(prm, "cx"), o[:, 1] - _col(prm, "cy"), o[:, 2] - _col(prm, "cz")
+    r, hh = _col(prm, "hx"), _col(prm, "hy")
+    dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
+    a2 = dx * dx + dz * dz
+    b = dx * ocx + dz * ocz
+    disc = b * b - a2 * (ocx * ocx + ocz * ocz - r * r)
+    t_side = (-b - disc.clamp_min(0).sqrt()) / a2
+    y_side = ocy + t_side * dy
+    side = _keys(t_side, (disc >= 0) & (t_side > eps) & (y_side.abs() <= hh))
+    t_cap = (torch.where(ocy > 0, hh, -hh) - ocy) / dy
+    px, pz = ocx + t_cap * dx, ocz + t_cap * dz
+    cap = _keys(t_cap, (px * px + pz * pz <= r * r) & (t_cap > eps))
+    return torch.minimum(side, cap)
+
+
+def _enclosure_keys(o: torch.Tensor, d: torch.Tensor, sc: _Scene, eps: float, repeat: int = 1) -> torch.Tensor:
+    """Object 0 for every ray ``(B * repeat, 3, P)`` (``repeat`` consecutive rows per frame): the room box
+    seen from inside (the exit distance of its slabs), or the ground plane y = 0 seen from above outdoors.
+    ``(B * repeat, P)`` keys."""
+    if sc.outdoor:
+        t = -o[:, 1] / d[:, 1]
+        return _keys(t, t > eps)
+    c = sc.table[:, 0:3, 0].repeat_interleave(repeat, 0)  # (B * repeat, 3)
+    h = sc.table[:, 3:6, 0].repeat_interleave(repeat, 0)
+    t = None
+    for ax in range(3):
+        inv = 1.0 / d[:, ax]
+        lo = (c[:, ax:ax + 1] - h[:, ax:ax + 1] - o[:, ax]) * inv
+        hi = (c[:, ax:ax + 1] + h[:, ax:ax + 1] - o[:, ax]) * inv
+        far = torch.maximum(lo, hi)
+        t = far if t is None else torch.minimum(t, far)
+    return _keys(t, t > eps)
+
+
+_KIND_FUNCS = ((_TYPE_BOX, _box_keys), (_TYPE_SPHERE, _sphere_keys), (_TYPE_CYL, _cylinder_keys))
+
+
+def _object_ranges(sc: _Scene) -> list[tuple[int, int, Callable]]:
+    s0 = 1
+    out = []
+    for n, (_, fn) in zip((sc.n_box, sc.n_sph, sc.n_cyl), _KIND_FUNCS):
+        out.append((s0, s0 + n, fn))
+        s0 += n
+    return out
+
+
+def _trace_all(o: torch.Tensor, d: torch.Tensor, sc: _Scene, eps: float) -> torch.Tensor:
+    """Every ray against every object except object 0 (shadow rays). ``o, d: (B, 3, P)`` -> ``(B, P)`` keys
+    of the nearest hit, object index in the low bits."""
+    b, _, p = d.shape
+    table = sc.table.transpose(1, 2)  # (B, K, F)
+    best = None
+    for s0, e, fn in _object_ranges(sc):
+        k = e - s0
+        if k == 0:
+            continue
+        prm = table[:, s0:e].reshape(b * k, -1)
+        oo = o.unsqueeze(1).expand(b, k, 3, o.shape[-1]).reshape(b * k, 3, o.shape[-1])
+        dd = d.unsqueeze(1).expand(b, k, 3, p).reshape(b * k, 3, p)
+        keys = fn(oo, dd, prm, eps).view(b, k, p) | torch.arange(s0, e, dtype=torch.int32).view(1, k, 1)
+        keys = keys.amin(1)
+        best = keys if best is None else torch.minimum(best, keys)
+    return best
+
+
+def _screen_bounds(sc: _Scene, intr: Sequence[float], h: int, w: int) -> torch.Tensor:
+    """Conservative pixel bounds ``(B, K, 4)`` = ``[v0, v1, u0, u1]`` (float) of every object's bounding box;
+    the full frame when a corner is behind the camera, empty for disabled objects."""
+    fx, fy, cx, cy = intr
+    tab = sc.table  # (B, F, K)
+    signs = torch.tensor([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)],
+                         dtype=torch.float32)  # (8, 3)
+    lx = signs[:, 0].view(1, 1, 8) * tab[:, 3].unsqueeze(-1)
+    ly = signs[:, 1].view(1, 1, 8) * tab[:, 4].unsqueeze(-1)
+    lz = signs[:, 2].view(1, 1, 8) * tab[:, 5].unsqueeze(-1)
+    co, si = tab[:, 6].unsqueeze(-1), tab[:, 7].unsqueeze(-1)
+    # local -> world (inverse yaw), relative to the camera.
+    wx = tab[:, 0].unsqueeze(-1) + co * lx - si * lz - sc.cam_pos[:, 0].view(-1, 1, 1)
+    wy = tab[:, 1].unsqueeze(-1) + ly - sc.cam_pos[:, 1].view(-1, 1, 1)
+    wz = tab[:, 2].unsqueeze(-1) + si * lx + co * lz - sc.cam_pos[:, 2].view(-1, 1, 1)
+    r = sc.cam_rot  # camera = R^T world
+    xc = r[:, 0, 0].view(-1, 1, 1) * wx + r[:, 1, 0].view(-1, 1, 1) * wy + r[:, 2, 0].view(-1, 1, 1) * wz
+    yc = r[:, 0, 1].view(-1, 1, 1) * wx + r[:, 1, 1].view(-1, 1, 1) * wy + r[:, 2, 1].view(-1, 1, 1) * wz
+    zc = r[:, 0, 2].view(-1, 1, 1) * wx + r[:, 1, 2].view(-1, 1, 1) * wy + r[:, 2, 2].view(-1, 1, 1) * wz
+    behind = (zc <= 1e-3).any(-1)
+    zc = zc.clamp_min(1e-3)
+    u, v = fx * xc / zc + cx, fy * yc / zc + cy
+    bounds = torch.stack([v.amin(-1) - 1, v.amax(-1) + 2, u.amin(-1) - 1, u.amax(-1) + 2], -1)
+    full = torch.tensor([0.0, h, 0.0, w])
+    bounds = torch.where(behind.unsqueeze(-1), full, bounds)
+    disabled = (tab[:, 1] < -50).unsqueeze(-1)
+    return torch.where(disabled, torch.tensor([0.0, 0.0, 0.0, 0.0]), bounds)
+
+
+_TILE = 16
+
+
+def _trace_primary(sc: _Scene, d_tiles: torch.Tensor, o: torch.Tensor, bounds: torch.Tensor, n_ty: int,
+                   n_tx: int, eps: float) -> torch.Tensor:
+    """Camera rays, culled by tiles: each object is tested only on the 16x16 tiles its screen bounds touch.
+
+    Args:
+        d_tiles: ``(B * n_ty * n_tx, 3, 256)`` ray directions grouped by tile. o: ``(B, 3, 1)``.
+        bounds: ``(B, K, 4)`` from :func:`_screen_bounds`.
+    Returns:
+        ``(B * n_ty * n_tx, 256)`` keys of the nearest hit, object index in the low bits.
+    """
+    b = o.shape[0]
+    n_tiles = n_ty * n_tx
+    ty = torch.arange(n_ty, dtype=torch.float32) * _TILE
+    tx = torch.arange(n_tx, dtype=torch.float32) * _TILE
+    zbuf = _enclosure_keys(o.repeat_interleave(n_tiles, 0), d_tiles, sc, eps, repeat=n_tiles)
+    table = sc.table.transpose(1, 2)  # (B, K, F)
+    k_total = table.shape[1]
+    for s0, e, fn in _object_ranges(sc):
+        if e == s0:
+            continue
+        bd = bounds[:, s0:e]  # (B, k, 4)
+        rows = (bd[..., 0:1] < ty + _TILE) & (bd[..., 1:2] > ty)  # (B, k, n_ty)
+        cols = (bd[..., 2:3] < tx + _TILE) & (bd[..., 3:4] > tx)  # (B, k, n_tx)
+        pairs = (rows.unsqueeze(-1) & cols.unsqueeze(-2)).nonzero()  # (M, 4): frame, object, tile row, col
+        if pairs.shape[0] == 0:
+            continue
+        fb, fk = pairs[:, 0], pairs[:, 1] + s0
+        tile = fb * n_tiles + pairs[:, 2] * n_tx + pairs[:, 3]
+        prm = table.reshape(b * k_total, -1).index_select(0, fb * k_total + fk)
+        keys = fn(o.index_select(0, fb), d_tiles.index_select(0, tile), prm, eps)
+        keys = keys | fk.to(torch.int32).unsqueeze(1)
+        with warnings.catch_warnings():  # "index_reduce is in beta": its amin is exact, hence deterministic
+            warnings.simplefilter("ignore", UserWarning)
+            zbuf.index_reduce_(0, tile, keys, "amin")
+    return zbuf
+
+
+def _hash2(hx: torch.Tensor, hy: torch.Tensor) -> torch.Tensor:
+    """Lattice hash of pre-multiplied int32 coordinates -> float32 in [0, 1]. int32 products wrap around
+    (two's complement), the same on every machine."""
+    h = hx ^ hy
+    h = (h ^ (h >> 13)) * 1274126177
+    return ((h >> 16) & 0xFFFF).to(torch.float32) * (1.0 / 65535.0)
+
+
+def _value_noise(u: torch.Tensor, v: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """Smooth value noise in [0, 1] at continuous lattice coordinates ``u, v`` (same shape); ``seed`` int32
+    broadcastable to them."""
+    fu, fv = u.floor(), v.floor()
+    su, sv = u - fu, v - fv
+    su = su * su * (3.0 - 2.0 * su)
+    sv = sv * sv * (3.0 - 2.0 * sv)
+    hx0 = fu.to(torch.int32) * 374761393 + seed
+    hy0 = fv.to(torch.int32) * 668265263
+    hx1, hy1 = hx0 + 374761393, hy0 + 668265263
+    n00, n10 = _hash2(hx0, hy0), _hash2(hx1, hy0)
+    n01, n11 = _hash2(hx0, hy1), _hash2(hx1, hy1)
+    top = n00 + (n10 - n00) * su
+    bottom = n01 + (n11 - n01) * su
+    return top + (bottom - top) * sv
+
+
+def _upsample(x: torch.Tensor, stride: int, h: int, w: int) -> torch.Tensor:
+    """Linear upsampling of ``(B, h', w')`` samples taken at ``[::stride, ::stride]`` back to ``(B, h, w)``,
+    written with index_select and elementwise ops so it is bit-identical on every machine."""
+
+    def axis(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pos = torch.arange(n_out)
+        i0 = torch.div(pos, stride, rounding_mode="floor").clamp_max(n_in - 1)
+        i1 = (i0 + 1).clamp_max(n_in - 1)
+        wgt = (pos - i0 * stride).clamp(0, stride).to(torch.float32) / stride
+        return i0, i1, wgt
+
+    i0, i1, wy = axis(h, x.shape[1])
+    x = x.index_select(1, i0) + (x.index_select(1, i1) - x.index_select(1, i0)) * wy.view(1, -1, 1)
+    i0, i1, wx = axis(w, x.shape[2])
+    return x.index_select(2, i0) + (x.index_select(2, i1) - x.index_select(2, i0)) * wx.view(1, 1, -1)
+
+
+def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240, 320), scene: str = "indoor",
+                 *, shadow_stride: int = 4) -> dict[str, torch.Tensor]:
+    """Render frames ``indices`` of the procedural sequence ``seed``.
+
+    Args:
+        seed: sequence seed. indices: frame numbers (each frame depends only on ``(seed, index, scene)``).
+        size: ``(H, W)`` of the frames.
+        scene: ``"indoor"`` or ``"outdoor"``.
+        shadow_stride: shadow rays are traced every ``shadow_stride`` pixels and linearly upsampled.
+
+    Returns:
+        dict with ``image (B, 3, H, W)`` float32 in [0, 1] (multiples of 1/255), ``depth (B, 1, H, W)``
+        float32 z-depth in metres (0 = invalid), ``mask (B, 1, H, W)`` bool, ``intrinsics (B, 4)``.
+    """
+    if scene not in SCENES:
+        raise ValueError(f"synth: scene={scene!r} is not one of {SCENES}")
+    h, w = (int(v) for v in size)
+    if h < 4 or w < 4:
+        raise ValueError(f"synth: size={size!r} must be at least 4x4")
+    if shadow_stride < 1:
+        raise ValueError(f"synth: shadow_stride={shadow_stride!r} must be >= 1")
+    indices = [int(i) for i in indices]
+    b, p = len(indices), h * w
+    with torch.inference_mode():
+        u = torch.empty(b, _N_RANDOM)
+        for row, index in enumerate(indices):
+            g = torch.Generator().manual_seed(_frame_seed(seed, index, scene))
+            u[row] = torch.rand(_N_RANDOM, generator=g)
+        sc = _outdoor(u) if scene == "outdoor" else _indoor(u)
+        intr = scene_intrinsics(scene, (h, w)).tolist()
+        fx, fy, cx, cy = intr
+        n_ty, n_tx = -(-h // _TILE), -(-w // _TILE)
+        hp, wp = n_ty * _TILE, n_tx * _TILE  # padded to whole tiles; the padding is cropped below
+        xs = (torch.arange(wp, dtype=torch.float32) - cx) / fx
+        ys = (torch.arange(hp, dtype=torch.float32) - cy) / fy
+        m = sc.cam_rot  # (B, 3, 3)
+        # d = M @ (x, y, 1): per component an outer sum of a row and a column (no BLAS: exact everywhere).
+        d_pad = (m[:, :, 0:1, None] * xs.view(1, 1, 1, wp) + m[:, :, 1:2, None] * ys.view(1, 1, hp, 1)
+                 + m[:, :, 2:3, None])  # (B, 3, hp, wp)
+        d_tiles = (d_pad.view(b, 3, n_ty, _TILE, n_tx, _TILE).permute(0, 2, 4, 1, 3, 5)
+                   .reshape(b * n_ty * n_tx, 3, _TILE * _TILE))
+        o = sc.cam_pos.unsqueeze(-1)
+        zbuf = _trace_primary(sc, d_tiles, o, _screen_bounds(sc, intr, h, w), n_ty, n_tx, eps=1e-4)
+        keys = (zbuf.view(b, n_ty, n_tx, _TILE, _TILE).permute(0, 1, 3, 2, 4).reshape(b, hp, wp)[:, :h, :w]
+                .reshape(b, p))
+        d = d_pad[:, :, :h, :w].reshape(b, 3, p)
+        hit = keys < _MISS_BITS
+        keys = keys * hit  # misses (sky) -> key 0: object 0 at distance 0, never NaN garbage
+        idx = (keys & 15).long()
+        t = (keys & 0x7FFFFFF0).view(torch.float32)  # z depth
+        # Per-pixel object attributes: one index_select on a (F, B*K) table, laid out (F, B, P).
+        k_total = sc.table.shape[2]
+        flat = sc.table.permute(1, 0, 2).reshape(len(_FIELDS), b * k_total)
+        rows = idx + torch.arange(b).view(b, 1) * k_total
+        attr = flat.index_select(1, rows.reshape(-1)).view(len(_FIELDS), b, 1, p)
+
+        def at(name: str) -> torch.Tensor:
+            return attr[_F[name]]  # (B, 1, P)
+
+        pw = o + t.unsqueeze(1) * d  # world hit points (B, 3, P)
+        rx, ry, rz = pw[:, 0:1] - at("cx"), pw[:, 1:2] - at("cy"), pw[:, 2:3] - at("cz")
+        co, si = at("cos"), at("sin")
+        qx, qy, qz = co * rx + si * rz, ry, co * rz - si * rx  # object-local hit point
+        nx, ny, nz = qx / at("hx"), qy / at("hy"), qz / at("hz")
+        ax, ay, az = nx.abs(), ny.abs(), nz.abs()
+        # Box: the dominant axis of the scaled point (sign flipped for the room); sphere: the scaled point
+        # itself; cylinder: radial on the side, the axis on the caps.
+        fbox, fsph, fcyl = at("box"), at("sph"), at("cyl")
+        amax = torch.maximum(ax, torch.maximum(ay, az))
+        cap = fcyl * (ay >= 0.999)
+        side = fcyl - cap
+        inv_rho = side / (nx * nx + nz * nz).sqrt().clamp_min(1e-6)
+        lnx = fbox * (ax >= amax) * torch.sign(nx) + (fsph + inv_rho) * nx
+        lny = fbox * (ay >= amax) * torch.sign(ny) + fsph * ny + cap * torch.sign(ny)
+        lnz = fbox * (az >= amax) * torch.sign(nz) + (fsph + inv_rho) * nz
+        # Back to world: inverse yaw.
+        wnx, wnz = co * lnx - si * lnz, si * lnx + co * lnz
+        wny = lny
+        # Texture coordinates on the surface, in object-local metres: drop the dominant normal axis.
+        anx, any_ = lnx.abs(), lny.abs()
+        tu = qx * (1.0 - anx) + qz * anx
+        tv = qy * (1.0 - any_) + qz * any_
+        freq = at("freq")
+        su, sv = tu * freq, tv * freq
+        noise = _value_noise(su * 2.0, sv * 2.0, sc.noise_seed.view(b, 1, 1))
+        grid_u = (su - su.floor()) < 0.08
+        grid_v = ((sv - sv.floor()) < 0.08) & (at("grid_v") > 0.5)
+        grid = (grid_u | grid_v).float()
+        ring = su * 0.7 + noise * 1.5 + sv * 0.05
+        wood = ((ring - ring.floor()) < 0.35).float()
+        pattern = (at("k_grid") * grid + at("k_wood") * wood + at("k_noise") * (noise - 0.5)).clamp(0.0, 1.0)
+        c1 = attr[_F["r1"]:_F["b1"] + 1, :, 0].transpose(0, 1)  # (B, 3, P)
+        c2 = attr[_F["r2"]:_F["b2"] + 1, :, 0].transpose(0, 1)
+        albedo = c1 + (c2 - c1) * pattern
+
+        # Lambertian shading.
+        shade = sc.ambient.view(b, 1, 1).expand(b, 1, p).clone()
+        n_world = torch.cat([wnx, wny, wnz], 1)
+        hs, ws = (h + shadow_stride - 1) // shadow_stride, (w + shadow_stride - 1) // shadow_stride
+        sub = pw.view(b, 3, h, w)[:, :, ::shadow_stride, ::shadow_stride].reshape(b, 3, -1)
+        nsub = n_world.view(b, 3, h, w)[:, :, ::shadow_stride, ::shadow_stride].reshape(b, 3, -1)
+        for li in range(sc.lights.shape[1]):
+            lp, inten = sc.lights[:, li, :3].view(b, 3, 1), sc.lights[:, li, 3].view(b, 1, 1)
+            if sc.outdoor:
+                ndl = (wnx * lp[:, 0:1] + wny * lp[:, 1:2] + wnz * lp[:, 2:3]).clamp_min(0)
+                diffuse = ndl * inten
+                to_light_sub, tmax = lp.expand(b, 3, sub.shape[2]), _BIG
+            else:
+                lv = lp - pw
+                d2 = lv[:, 0:1] * lv[:, 0:1] + lv[:, 1:2] * lv[:, 1:2] + lv[:, 2:3] * lv[:, 2:3]
+                ndl = (wnx * lv[:, 0:1] + wny * lv[:, 1:2] + wnz * lv[:, 2:3]).clamp_min(0) / d2.sqrt()
+                diffuse = ndl * inten * (4.0 / (1.0 + d2))
+                to_light_sub, tmax = lp - sub, 1.0
+            if li == 0:  # cast shadows of the main light, traced on a coarse grid
+                origin = sub + nsub * 2e-3
+                sk = _trace_all(origin, to_light_sub, sc, eps=1e-3)
+                ts = (sk & 0x7FFFFFF0).view(torch.float32)
+                lit = ((sk >= _MISS_BITS) | (ts >= tmax)).float().view(b, hs, ws)
+                diffuse = diffuse * _upsample(lit, shadow_stride, h, w).view(b, 1, p)
+            shade = shade + diffuse
+        rgb = (albedo * shade).clamp(0.0, 1.0).sqrt()  # gamma 2
+        if sc.outdoor:  # sky gradient where nothing was hit
+            up = (d[:, 1:2] / (d[:, 0:1] * d[:, 0:1] + d[:, 1:2] * d[:, 1:2] + d[:, 2:3] * d[:, 2:3]).sqrt()).clamp(0.0, 1.0)
+            sky = torch.tensor([0.75, 0.85, 0.95]).view(1, 3, 1) - up * torch.tensor([0.35, 0.25, 0.1]).view(1, 3, 1)
+            hf = hit.unsqueeze(1).float()
+            rgb = rgb * hf + sky * (1.0 - hf)
+        image = ((rgb * 255.0 + 0.5).floor() / 255.0).view(b, 3, h, w)
+        depth = t.view(b, 1, h, w)
+        lo, hi = (INDOOR_DEPTH if not sc.outdoor else (1e-3, OUTDOOR_MAX_DEPTH))
+        mask = hit.view(b, 1, h, w) & (depth >= lo) & (depth <= hi)
+        depth = depth * mask
+        intr = scene_intrinsics(scene, (h, w)).expand(b, 4).clone()
+    return {"image": image.clone(), "depth": depth.clone(), "mask": mask.clone(), "intrinsics": intr}
+
+
+def ordinal_pairs(depth: torch.Tensor, mask: torch.Tensor, k: int, generator: torch.Generator,
+                  tau: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+    """DIW-style ordinal pairs sampled uniformly among valid pixels of exact depth.
+
+    Args:
+        depth: ``(1, H, W)`` metres. mask: ``(1, H, W)`` bool. k: number of pairs.
+        tau: relative depth difference below which a pair is "equal" (relation 0).
+
+    Returns:
+        ``pairs (k, 4)`` long ``[yA, xA, yB, xB]`` and ``relation (k,)`` long, ``sign(depth_A - depth_B)``
+        (+1: A farther).
+    """
+    valid = mask.reshape(-1).nonzero().squeeze(1)
+    if valid.numel() == 0:
+        raise ValueError("ordinal_pairs: no valid pixel")
+    w = depth.shape[-1]
+    pick = valid[torch.randint(valid.numel(), (k, 2), generator=generator)]
+    flat = depth.reshape(-1)
+    da, db = flat[pick[:, 0]], flat[pick[:, 1]]
+    from depthlib.metrics import relation_from_depth  # the library-wide sign convention, in one place
+
+    relation = relation_from_depth(da, db, threshold=tau).long()
+    pairs = torch.stack([pick[:, 0] // w, pick[:, 0] % w, pick[:, 1] // w, pick[:, 1] % w], 1)
+    return pairs, relation
+
+
+class SynthDataset(DepthDataset):
+    """The procedural generator as a Dataset: ``open_dataset("synth", n=..., size=(H, W), seed=..., scene=...)``.
+
+    Sample ``i`` is frame ``i`` of sequence ``seed`` (``path = "synth:<scene>:<seed>:<i>"``), rendered on the
+    fly. Splits are disjoint streams of the same generator (``"train"`` uses ``seed``, ``"val"``/``"test"``
+    use derived seeds), so a validation set never repeats a training frame.
+
+    Options:
+        n: number of frames (default 1000). size: ``(H, W)`` (default ``(240, 320)``).
+        seed: sequence seed (default 0). scene: ``"indoor"`` (default) or ``"outdoor"``.
+        pairs: if > 0, also return DIW-style ``pairs (K, 4)`` and ``relation (K,)`` from the exact depth.
+        shadow_stride: see :func:`render_batch`.
+    """
+
+    kind = "synth"
+    _SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+
+    def __init__(self, split: str = "train", transform: Callable | None = None, *, n: int = 1000,
+                 size: tuple[int, int] = (240, 320), seed: int = 0, scene: str = "indoor", pairs: int = 0,
+                 shadow_stride: int = 4) -> None:
+        super().__init__(transform)
+        if split not in self._SPLIT_OFFSET:
+            raise ValueError(f"open_dataset('synth'): split={split!r} is not one of {list(self._SPLIT_OFFSET)}")
+        if scene not in SCENES:
+            raise ValueError(f"open_dataset('synth'): scene={scene!r} is not one of {SCENES}")
+        if int(n) < 1:
+            raise ValueError(f"open_dataset('synth'): n={n!r} must be >= 1")
+        if len(tuple(size)) != 2 or min(size) < 4:
+            raise ValueError(f"open_dataset('synth'): size={size!r} must be (H, W) with H, W >= 4")
+        self.n, self.size, self.scene = int(n), (int(size[0]), int(size[1])), scene
+        self.seed = int(seed) + self._SPLIT_OFFSET[split]
+        self.pairs, self.shadow_stride = int(pairs), int(shadow_stride)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def load(self, index: int) -> dict[str, Any]:
+        return self.load_batch([index])[0]
+
+    def load_batch(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Render several frames in one batched pass (untransformed samples)."""
+        out = render_batch(self.seed, indices, self.size, self.scene, shadow_stride=self.shadow_stride)
+        samples = []
+        for row, index in enumerate(indices):
+            s = {"image": out["image"][row], "depth": out["depth"][row], "mask": out["mask"][row],
+                 "path": f"synth:{self.scene}:{self.seed}:{index}", "intrinsics": out["intrinsics"][row]}
+            if self.pairs:
+                g = torch.Generator().manual_seed(_frame_seed(self.seed, index, self.scene + ":pairs"))
+                s["pairs"], s["relation"] = ordinal_pairs(s["depth"], s["mask"], self.pairs, g)
+            samples.append(s)
+        return samples

@@ -1,0 +1,188 @@
+"""Model complexity and speed: parameters, convolution weights, MACs, size in MB, latency.
+
+What is counted:
+
+- ``params``: every trainable and frozen parameter (``model.parameters()``), BN affine terms included.
+- ``conv_weights``: the weight tensors of ``Conv2d`` and ``ConvTranspose2d`` modules only (no biases, no BN):
+  FastDepth's "weights" column (3.93 M for MobileNet-NNConv5dw with additive skips).
+- ``macs``: multiply-accumulates of one forward pass in eval mode, from
+  :class:`torch.utils.flop_counter.FlopCounterMode` (``MACs = FLOPs / 2``). It counts convolutions
+  (depthwise and transposed included), linear layers and matrix products; it does **not** count
+  upsampling/interpolation, batch norm, activations, element-wise additions (skips) or pooling, which is also
+  how FastDepth counts (0.74 GMACs at 224x224). The fixed zero-insertion "unpooling" of UpConv/UpProj is a
+  transposed convolution and is counted.
+- ``size_mb_fp32`` / ``size_mb_fp16``: bytes of the state dict's floating-point tensors (parameters and BN
+  running statistics) at 4 or 2 bytes per value, in MB of 10^6 bytes (what a file browser shows for the
+  checkpoint; seed 000 reports 11.8 MB / 5.9 MB).
+
+Latency (:func:`measure_latency`): the median over ``repeats`` timed forward passes after ``warmup`` untimed
+ones, in ``torch.inference_mode``; on CPU with a fixed ``torch.set_num_threads`` restored afterwards, on CUDA
+timed with CUDA events after synchronisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["profile_model", "count_macs", "count_params", "count_conv_weights", "model_size_mb", "measure_latency",
+           "add_subcommands"]
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_conv_weights(model: nn.Module) -> int:
+    """Number of convolution weights (``Conv2d``/``ConvTranspose2d`` ``.weight``; no biases, no BN)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+
+
+def model_size_mb(model: nn.Module, bytes_per_value: int = 4) -> float:
+    """Size of the floating-point state dict at ``bytes_per_value`` bytes per value, in MB (10^6 bytes)."""
+    n = sum(t.numel() for t in model.state_dict().values() if t.is_floating_point())
+    return n * bytes_per_value / 1e6
+
+
+def _check_size(input_size: Sequence[int]) -> tuple[int, ...]:
+    size = tuple(int(s) for s in input_size)
+    if len(size) != 4 or min(size) < 1:
+        raise ValueError(f"input_size must be (B, C, H, W) with positive entries, got {tuple(input_size)}")
+    return size
+
+
+def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> int:
+    """Multiply-accumulates of one eval-mode forward pass of a zero input of ``input_size`` ``(B, C, H, W)``.
+
+    Counted: convolutions, linear layers, matrix products (see the module docstring for what is not).
+    """
+    size = _check_size(input_size)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(size, device=device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224), *, device: str = "cpu",
+                    threads: int | None = 1, warmup: int = 5, repeats: int = 20, channels_last: bool = False,
+                    dtype: torch.dtype = torch.float32) -> float:
+    """Median forward latency in milliseconds.
+
+    Args:
+        model: the network (moved to ``device``/``dtype`` and put in eval mode; its mode is restored).
+        input_size: ``(B, C, H, W)``.
+        device: ``"cpu"`` or ``"cuda"``/``"cuda:N"``.
+        threads: CPU intra-op threads for the measurement (restored afterwards); ignored on CUDA.
+        warmup: untimed passes first (allocator, kernel selection, caches).
+        repeats: timed passes; the median is returned (robust to scheduler noise on a shared machine).
+        channels_last: use the NHWC memory format for model and input.
+        dtype: e.g. ``torch.float16`` on CUDA.
+
+    Returns:
+        median latency of one forward pass, in ms.
+    """
+    size = _check_size(input_size)
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    was_training = model.training
+    model.eval()
+    model.to(device=dev, dtype=dtype, memory_format=fmt)
+    x = torch.randn(size, device=dev, dtype=dtype).contiguous(memory_format=fmt)
+    old_threads = torch.get_num_threads()
+    if dev.type == "cpu" and threads is not None:
+        torch.set_num_threads(int(threads))
+    times: list[float] = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+                for _ in range(repeats):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    model(x)
+                    end.record()
+                    torch.cuda.synchronize(dev)
+                    times.append(start.elapsed_time(end))
+            else:
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    model(x)
+                    times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    return statistics.median(times)
+
+
+def profile_model(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224), *, latency: bool = False,
+                  **latency_kwargs: Any) -> dict[str, float]:
+    """Complexity of ``model`` for an input of ``input_size`` ``(B, C, H, W)``.
+
+    Returns:
+        ``{"params", "conv_weights", "macs", "size_mb_fp32", "size_mb_fp16"}`` (counts are ints) and, when
+        ``latency=True``, ``"latency_ms"`` from :func:`measure_latency` (``latency_kwargs`` go there).
+    """
+    out: dict[str, float] = {
+        "params": count_params(model),
+        "conv_weights": count_conv_weights(model),
+        "macs": count_macs(model, input_size),
+        "size_mb_fp32": model_size_mb(model, 4),
+        "size_mb_fp16": model_size_mb(model, 2),
+    }
+    if latency:
+        out["latency_ms"] = measure_latency(model, input_size, **latency_kwargs)
+    return out
+
+
+def _parse_hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must look like 224x224, got {text!r}") from None
+    return h, w
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    from depthlib.models import create_model
+
+    model = create_model(args.name)
+    h, w = args.size or model.default_input_size
+    res = profile_model(model, (1, 3, h, w), latency=args.latency, threads=args.threads, repeats=args.repeats)
+    print(f"{args.name} at {h}x{w}")
+    print(f"  params        {res['params'] / 1e6:.3f} M")
+    print(f"  conv weights  {res['conv_weights'] / 1e6:.3f} M")
+    print(f"  MACs          {res['macs'] / 1e9:.3f} G")
+    print(f"  size          {res['size_mb_fp32']:.2f} MB fp32, {res['size_mb_fp16']:.2f} MB fp16")
+    if args.latency:
+        print(f"  latency       {res['latency_ms']:.2f} ms (CPU, {args.threads} thread(s), median of {args.repeats})")
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """``depthlib profile NAME [--size HxW] [--latency] [--threads N]``."""
+    p = subparsers.add_parser("profile", help="parameters, MACs, size (and CPU latency) of a model preset")
+    p.add_argument("name", help="preset name (see depthlib.models.list_models())")
+    p.add_argument("--size", type=_parse_hw, default=None, help="input HxW (default: the preset's paper size)")
+    p.add_argument("--latency", action="store_true", help="also measure median CPU latency")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=20)
+    p.set_defaults(func=_run_profile)

@@ -1,0 +1,16 @@
+"""Training: a plain PyTorch loop with the papers' optimisers and schedules, bit-identical resume,
+the LR range test and DDP through torchrun.
+
+- :class:`TrainConfig` the recipe (optimizer, schedule, loss, seeds, AMP, ...), validated.
+- :func:`fit` trains, checkpoints ``out_dir/last.pt`` every epoch, resumes, returns the history.
+- :func:`evaluate` the depth metrics of a model over a dataset.
+- :func:`lr_range_test` Smith's (2017) LR range test and a suggested LR.
+- :func:`load_checkpoint` reads a checkpoint (``weights_only=True``); ``ckpt["model"]`` is a state dict.
+"""
+
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .loop import NonFiniteLossError, evaluate, fit
+from .lr_finder import lr_range_test
+
+__all__ = ["TrainConfig", "fit", "evaluate", "lr_range_test", "load_checkpoint", "NonFiniteLossError"]

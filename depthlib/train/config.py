@@ -1,0 +1,193 @@
+"""The training recipe as one validated, serialisable dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["TrainConfig"]
+
+_OPTIMIZERS = ("sgd", "adam", "adamw")
+_SCHEDULES = ("step", "poly", "none")
+_AMP = (None, "bf16", "fp16")
+_NORMALIZE = (None, "imagenet")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything :func:`depthlib.train.fit` needs besides the model and the data.
+
+    The papers' recipes, as configs:
+
+    - FastDepth / seed 003 on NYU: ``TrainConfig(optimizer="sgd", lr=0.01, momentum=0.9,
+      weight_decay=1e-4, schedule="step", step_size=10, gamma=0.1, batch_size=8, loss="l1")``.
+    - Seed 000: ``optimizer="sgd", lr=0.08`` (from its LR range test), ``schedule="step", step_size=10,
+      gamma=0.9``, ``loss="sobel_edge"``.
+    - Seed 002 (MAI 2021): ``optimizer="adam", lr=8e-3, eps=1e-3, schedule="poly", power=0.9``.
+
+    Args:
+        epochs: number of epochs of the whole run (the schedule spans them).
+        batch_size: the **global** batch size: under DDP each of the ``W`` processes loads
+            ``batch_size / W`` samples, so a run has the same optimisation on 1 or ``W`` devices.
+        optimizer: ``"sgd"`` (with ``momentum``), ``"adam"`` or ``"adamw"`` (with ``betas``, ``eps``).
+        lr: base learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty (SGD, Adam) or decoupled weight decay (AdamW).
+        betas, eps: Adam(W) parameters (seed 002 uses ``eps=1e-3``).
+        schedule: ``"step"`` (lr x ``gamma`` every ``step_size`` epochs), ``"poly"``
+            (lr x ``(1 - epoch / epochs) ** power``, stepped per epoch) or ``"none"``.
+        step_size, gamma, power: schedule parameters.
+        loss: a name for :func:`depthlib.losses.get_loss` or a callable
+            ``loss(pred, *targets) -> scalar tensor``.
+        loss_kwargs: keyword arguments for ``get_loss`` (ignored for a callable).
+        target_keys: batch keys passed to the loss after the prediction; ``None`` picks them from
+            the loss's kind: ``("depth", "mask")`` for dense losses, ``("pairs", "relation")`` for
+            DIW's ordinal ones.
+        aux_weights: weights of ``[final, aux_1, ..., aux_n]`` for models that return
+            ``{"depth", "aux"}`` in training mode. ``None`` gives the final prediction 0.5 and splits
+            0.5 equally between the auxiliary heads (seed 003's 0.5 / 0.25 / 0.25 for two heads).
+        seed: seeds torch, Python and NumPy, the data order and the workers' augmentations.
+        deterministic: ``torch.use_deterministic_algorithms(True)`` during ``fit`` (restored after).
+        num_workers: DataLoader worker processes.
+        drop_last: drop the last incomplete training batch.
+        channels_last: model and inputs in ``torch.channels_last`` memory format.
+        amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast; CUDA only (``"fp16"`` adds a GradScaler).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; under torchrun each process uses
+            ``cuda:LOCAL_RANK`` when this is a CUDA device.
+        normalize: ``"imagenet"`` normalises the image batch on the device before the model;
+            ``None`` when the data pipeline already did (or the model wants [0, 1] input).
+        max_depth, min_depth: depth caps for the validation metrics (NYU 10 m, KITTI 80 m).
+        metric_reduction: ``"per_image"`` (FastDepth's published numbers) or pixel-pooled,
+            passed to :mod:`depthlib.metrics`.
+        eval_batch_size: batch size of the validation pass (defaults to ``batch_size``).
+        log_every: batches between two refreshes of the progress bar's loss / delta1 (each refresh
+            synchronises with the device).
+        progress: show tqdm bars; ``None`` shows them only on a terminal or in a notebook.
+    """
+
+    epochs: int = 1
+    batch_size: int = 8
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: str = "step"
+    step_size: int = 10
+    gamma: float = 0.1
+    power: float = 0.9
+    loss: str | Callable[..., Any] = "l1"
+    loss_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    target_keys: tuple[str, ...] | None = None
+    aux_weights: tuple[float, ...] | None = None
+    seed: int = 0
+    deterministic: bool = True
+    num_workers: int = 0
+    drop_last: bool = False
+    channels_last: bool = False
+    amp: str | None = None
+    device: str = "cpu"
+    normalize: str | None = "imagenet"
+    max_depth: float | None = None
+    min_depth: float = 1e-3
+    metric_reduction: str = "per_image"
+    eval_batch_size: int | None = None
+    log_every: int = 10
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        # Lists arrive from YAML profiles; tuples keep the config hashable-looking and comparable.
+        self.betas = tuple(self.betas)
+        if self.target_keys is not None:
+            self.target_keys = tuple(self.target_keys)
+        if self.aux_weights is not None:
+            self.aux_weights = tuple(float(w) for w in self.aux_weights)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field with an invalid value."""
+        _positive_int(self, "epochs")
+        _positive_int(self, "batch_size")
+        _choice(self, "optimizer", _OPTIMIZERS)
+        _positive_float(self, "lr")
+        _nonnegative_float(self, "momentum")
+        _nonnegative_float(self, "weight_decay")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        _positive_float(self, "eps")
+        _choice(self, "schedule", _SCHEDULES)
+        _positive_int(self, "step_size")
+        _positive_float(self, "gamma")
+        _positive_float(self, "power")
+        if not (isinstance(self.loss, str) or callable(self.loss)):
+            raise ValueError(f"TrainConfig.loss must be a loss name or a callable, got {self.loss!r}")
+        if not isinstance(self.loss_kwargs, dict):
+            raise ValueError(f"TrainConfig.loss_kwargs must be a dict, got {self.loss_kwargs!r}")
+        if self.target_keys is not None and (
+            not self.target_keys or not all(isinstance(k, str) for k in self.target_keys)
+        ):
+            raise ValueError(f"TrainConfig.target_keys must be a non-empty tuple of batch keys, got {self.target_keys!r}")
+        if self.aux_weights is not None and (
+            len(self.aux_weights) < 1 or not all(math.isfinite(w) and w >= 0 for w in self.aux_weights)
+        ):
+            raise ValueError(f"TrainConfig.aux_weights must be non-negative finite weights, got {self.aux_weights!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"TrainConfig.seed must be a non-negative int, got {self.seed!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"TrainConfig.num_workers must be a non-negative int, got {self.num_workers!r}")
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"TrainConfig.device must be a device string such as 'cpu' or 'cuda', got {self.device!r}")
+        _choice(self, "amp", _AMP)
+        if self.amp is not None and not self.device.startswith("cuda"):
+            raise ValueError(
+                f"TrainConfig.amp={self.amp!r} needs a CUDA device, got device={self.device!r}: "
+                "mixed precision is only supported on CUDA here"
+            )
+        _choice(self, "normalize", _NORMALIZE)
+        if self.max_depth is not None:
+            _positive_float(self, "max_depth")
+        _positive_float(self, "min_depth")
+        if self.eval_batch_size is not None:
+            _positive_int(self, "eval_batch_size")
+        _positive_int(self, "log_every")
+        if self.progress not in (None, True, False):
+            raise ValueError(f"TrainConfig.progress must be None, True or False, got {self.progress!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitives only (a callable loss is recorded by its qualified name), for checkpoints."""
+        out = dataclasses.asdict(self)
+        if callable(self.loss):
+            out["loss"] = f"callable:{getattr(self.loss, '__module__', '?')}.{getattr(self.loss, '__qualname__', repr(self.loss))}"
+        out["betas"] = list(self.betas)
+        if self.target_keys is not None:
+            out["target_keys"] = list(self.target_keys)
+        if self.aux_weights is not None:
+            out["aux_weights"] = list(self.aux_weights)
+        return out
+
+
+def _positive_int(cfg: TrainConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"TrainConfig.{name} must be a positive int, got {value!r}")
+
+
+def _positive_float(cfg: TrainConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"TrainConfig.{name} must be a positive finite number, got {value!r}")
+
+
+def _nonnegative_float(cfg: TrainConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"TrainConfig.{name} must be a non-negative finite number, got {value!r}")
+
+
+def _choice(cfg: TrainConfig, name: str, choices: tuple) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ValueError(f"TrainConfig.{name} must be one of {choices}, got {value!r}")

@@ -1,0 +1,530 @@
+"""``fit`` and ``evaluate``: a plain PyTorch training loop, resumable bit for bit."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import pathlib
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from . import _engine
+from .checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, capture_rng, check_state_dict, load_checkpoint, restore_rng, save_atomic
+from .config import TrainConfig
+from .distributed import DistContext, setup_distributed, teardown_distributed
+
+__all__ = ["fit", "evaluate", "NonFiniteLossError"]
+
+logger = logging.getLogger("depthlib.train")
+
+# Fields a resumed run may change without changing what is computed (or, for num_workers and
+# device, changing only how; bit-identity then holds only with the same values).
+_RESUME_MAY_CHANGE = frozenset({"epochs", "log_every", "progress", "num_workers", "device", "eval_batch_size"})
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A NaN or infinite training loss (or gradient); ``epoch`` (1-based), ``batch`` (0-based) and
+    ``paths`` (the batch's sample paths, when it has them) say where."""
+
+    def __init__(self, message: str, *, epoch: int, batch: int, paths: list[str] | None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.paths = paths
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset,
+    val_data: Dataset | None = None,
+    config: TrainConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    resume: bool = True,
+    stop_after_epoch: int | None = None,
+) -> pd.DataFrame:
+    """Train ``model`` in place and return the history, one row per epoch.
+
+    Samples are depthlib dicts (``"image"`` ``(3, H, W)`` in [0, 1] plus the loss's targets, e.g.
+    ``"depth"`` ``(1, H, W)`` and ``"mask"`` ``(1, H, W)``; see ``TrainConfig.target_keys``). The model maps ``(B, 3, H, W)`` to
+    ``(B, 1, H, W)``, or in training mode to ``{"depth": (B, 1, H, W), "aux": [(B, 1, h_i, w_i)]}``: the
+    loss is then applied to every head (see :func:`depthlib.train._engine.compute_loss`) with
+    ``config.aux_weights``; validation runs in ``model.eval()``.
+
+    Determinism: torch, Python and NumPy are seeded with ``config.seed`` (+ rank under DDP), the data
+    order is ``DistributedSampler``'s permutation seeded with ``(config.seed, epoch)`` (the same
+    permutation for 1 or N processes), worker RNGs derive from a seeded loader ``torch.Generator``
+    (``seed_worker`` seeds their ``random``/``numpy``), and with ``config.deterministic`` the run uses
+    ``torch.use_deterministic_algorithms``. Two CPU runs of the same config give identical results.
+
+    Checkpoints: with ``out_dir``, after every epoch (validation included) ``out_dir/last.pt`` is
+    written atomically with the model, optimiser, scheduler, GradScaler, epoch, history (list of
+    dicts), config and every RNG state (as tensors, per rank), plus ``out_dir/history.csv``. With
+    ``resume=True`` an existing ``last.pt`` is loaded (``weights_only=True``) and training continues
+    from the next epoch, bit-identically to a run that was never interrupted.
+
+    Distributed: inside an initialised process group or a ``torchrun`` launch the model is wrapped in
+    ``DistributedDataParallel``, each process loads ``config.batch_size / world_size`` samples per step,
+    validation runs on rank 0 and is broadcast, and only rank 0 writes checkpoints and shows progress.
+
+    Args:
+        model: the network; moved to ``config.device`` and trained in place.
+        train_data: map-style dataset of sample dicts (not a DataLoader: fit owns sampling and seeding).
+        val_data: optional dataset evaluated after every epoch with :func:`evaluate`.
+        config: the recipe (default ``TrainConfig()``).
+        out_dir: folder for ``last.pt`` and ``history.csv``; ``None`` writes nothing.
+        resume: continue from ``out_dir/last.pt`` when it exists.
+        stop_after_epoch: stop after this (1-based) epoch although the schedule spans
+            ``config.epochs``: a long run split into sessions, resumed later.
+
+    Returns:
+        DataFrame with columns ``epoch`` (1-based), ``lr`` (used during the epoch), ``train_loss`` (the
+        optimised objective, heads weighted, averaged over the epoch's samples), ``val_<metric>`` for every metric of :func:`evaluate` (when
+        ``val_data`` is given), ``images_per_s`` (training images per second, all processes) and
+        ``time_s`` (epoch wall time, validation included).
+
+    Raises:
+        NonFiniteLossError: a NaN or infinite loss; names the epoch, batch and sample paths and leaves
+            the last good checkpoint untouched.
+        ValueError: an invalid config, or a checkpoint that does not match the model or the config.
+    """
+    cfg = TrainConfig() if config is None else config
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
+    cfg.validate()
+    if isinstance(train_data, DataLoader) or isinstance(val_data, DataLoader):
+        raise TypeError(
+            "fit takes datasets, not DataLoaders: it builds the loaders itself to control the sampling, "
+            "the seeds and DDP (set TrainConfig.batch_size / num_workers instead)"
+        )
+    if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
+        raise ValueError(f"stop_after_epoch must be a positive int or None, got {stop_after_epoch!r}")
+    ctx, device = setup_distributed(cfg.device)
+    try:
+        with _deterministic(cfg.deterministic, device):
+            return _fit(model, train_data, val_data, cfg, out_dir, resume, stop_after_epoch, ctx, device)
+    finally:
+        teardown_distributed(ctx)
+
+
+def _fit(
+    model: nn.Module,
+    train_data: Dataset,
+    val_data: Dataset | None,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike | None,
+    resume: bool,
+    stop_after_epoch: int | None,
+    ctx: DistContext,
+    device: torch.device,
+) -> pd.DataFrame:
+    if cfg.batch_size % ctx.world_size:
+        raise ValueError(
+            f"TrainConfig.batch_size={cfg.batch_size} (the global batch) is not divisible by the "
+            f"{ctx.world_size} DDP processes"
+        )
+    _engine.seed_everything(cfg.seed + ctx.rank)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = _engine.resolve_loss(cfg)
+    keys = _engine.target_keys(cfg, loss_fn)
+    optimizer = _engine.build_optimizer(model, cfg)
+    scheduler = _engine.build_scheduler(optimizer, cfg)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+
+    # DistributedSampler also in a single process: its permutation depends only on (seed, epoch), so
+    # one process with batch B sees exactly the global batches of W processes with B / W each.
+    sampler = DistributedSampler(
+        train_data, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed, drop_last=False
+    )
+    loader_gen = torch.Generator()
+    loader_gen.manual_seed(cfg.seed + ctx.rank)
+    loader = DataLoader(
+        train_data,
+        batch_size=cfg.batch_size // ctx.world_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        worker_init_fn=_engine.seed_worker,
+        generator=loader_gen,
+        drop_last=cfg.drop_last,
+        pin_memory=device.type == "cuda",
+    )
+    if len(loader) == 0:
+        raise ValueError(
+            f"train_data has {len(train_data)} samples: no batch of {cfg.batch_size // ctx.world_size} "
+            f"per process with drop_last={cfg.drop_last}"
+        )
+
+    ckpt_path = pathlib.Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        # Restored last: nothing between here and the first batch may consume a random number.
+        start_epoch, history = _restore(ckpt_path, cfg, ctx, model, optimizer, scheduler, scaler, loader_gen)
+
+    net: nn.Module = model
+    if ctx.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    end_epoch = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
+    eval_cfg = dataclasses.replace(cfg, device=str(device))  # cuda:LOCAL_RANK under DDP
+    disable = _tqdm_disable(cfg.progress, ctx)
+    for epoch in range(start_epoch, end_epoch):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, n_images, train_time = _train_epoch(
+            net, loader, optimizer, scaler, loss_fn, keys, cfg, ctx, device, epoch, disable, ckpt_path, len(history)
+        )
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr), "train_loss": train_loss}
+        if val_data is not None:
+            metrics = None
+            if ctx.is_main:
+                try:
+                    metrics = evaluate(model, val_data, eval_cfg, progress=cfg.progress)
+                except ValueError as err:  # e.g. a diverged model's NaN predictions
+                    raise ValueError(f"validation after epoch {epoch + 1} failed (no checkpoint written): {err}") from err
+            metrics = ctx.broadcast(metrics)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+        if scheduler is not None:
+            scheduler.step()
+        row["images_per_s"] = n_images / train_time if train_time > 0 else math.nan
+        row["time_s"] = time.perf_counter() - t0
+        row = ctx.broadcast(row)
+        history.append(row)
+        rng = ctx.gather(capture_rng(loader_gen))
+        if ctx.is_main:
+            logger.info("epoch %d/%d %s", epoch + 1, cfg.epochs,
+                        " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+            if ckpt_path is not None:
+                ckpt = {
+                    "format": FORMAT_VERSION,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "history": history,
+                    "config": cfg.to_dict(),
+                    "world_size": ctx.world_size,
+                    "rng": rng,
+                }
+                save_atomic(ckpt, ckpt_path)
+                _write_csv(pd.DataFrame(history), ckpt_path.parent / "history.csv")
+        ctx.barrier()  # no rank starts an epoch that a crash of rank 0's checkpoint write would orphan
+    return pd.DataFrame(history)
+
+
+def _train_epoch(
+    net: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    loss_fn: _engine.LossFn,
+    keys: tuple[str, ...],
+    cfg: TrainConfig,
+    ctx: DistContext,
+    device: torch.device,
+    epoch: int,
+    disable: bool | None,
+    ckpt_path: pathlib.Path | None,
+    last_good_epoch: int,
+) -> tuple[float, int, float]:
+    """One pass over ``loader``; returns (mean loss over all processes' samples, images, seconds)."""
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    # delta1 of raw relative-depth predictions means nothing: the bar shows it for metric models only.
+    metric_output = getattr(_unwrap(net), "output_kind", "metric") == "metric"
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    t0 = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=disable, leave=False)
+    for i, batch in enumerate(bar):
+        image, targets = _engine.prepare_batch(batch, device, cfg, keys)
+        with _engine.autocast(device, cfg.amp):
+            output = net(image)
+            loss, final = _engine.compute_loss(output, targets, loss_fn, cfg.aux_weights)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        # Checked between backward and step, so a bad batch never reaches the weights.
+        _check_finite(loss, params, scaler is not None, batch, epoch, i, ctx, ckpt_path, last_good_epoch)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        bs = image.shape[0]
+        loss_sum += loss.detach().double() * bs
+        count += bs
+        # delta1 is a metrics pass over the batch: only every log_every batches, only when shown.
+        if not bar.disable and (i % cfg.log_every == 0 or i == len(loader) - 1):
+            postfix = {"loss": f"{loss.item():.4f}"}
+            d1 = _batch_delta1(final, batch, cfg, device) if metric_output else None
+            if d1 is not None:
+                postfix["delta1"] = f"{d1:.3f}"
+            postfix["img/s"] = f"{count * ctx.world_size / (time.perf_counter() - t0):.1f}"
+            bar.set_postfix(postfix)
+    bar.close()
+    if ctx.enabled:
+        totals = torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)])
+        torch.distributed.all_reduce(totals)
+        loss_sum, total = totals[0], int(totals[1].item())
+    else:
+        total = count
+    elapsed = time.perf_counter() - t0
+    return float(loss_sum.item() / total), total, elapsed
+
+
+def _check_finite(
+    loss: torch.Tensor,
+    params: list[torch.Tensor],
+    scaled: bool,
+    batch: dict[str, Any],
+    epoch: int,
+    index: int,
+    ctx: DistContext,
+    ckpt_path: pathlib.Path | None,
+    last_good_epoch: int,
+) -> None:
+    """Stop at a NaN/inf loss, or a finite loss with NaN/inf gradients, before the optimiser step.
+
+    One device sync per step. Under DDP the gradients are already all-reduced, so a NaN loss on one rank
+    makes every rank's gradients NaN and all ranks stop together, without a collective of their own;
+    with a GradScaler (fp16) inf gradients are the scaler's business (it skips the step), so the loss
+    flag is all-reduced instead.
+    """
+    loss_ok = torch.isfinite(loss.detach())
+    if scaled:
+        ok = loss_ok
+        if ctx.enabled:
+            ok = ok.to(torch.int32)
+            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    else:
+        grads = [p.grad for p in params if p.grad is not None]
+        ok = loss_ok & torch.isfinite(torch.nn.utils.get_total_norm(grads)) if grads else loss_ok
+    if bool(ok):
+        return
+    paths = list(batch["path"]) if isinstance(batch.get("path"), (list, tuple)) else None
+    where = f"epoch {epoch + 1}, batch {index}" + (f" on rank {ctx.rank}" if ctx.enabled else "")
+    if not bool(loss_ok):
+        what = f"loss {loss.item()}"
+    elif ctx.enabled:
+        what = f"non-finite gradients (loss {loss.item():.6g} here; another rank's loss or gradients)"
+    else:
+        what = f"non-finite gradients from a finite loss ({loss.item():.6g})"
+    if ckpt_path is None:
+        kept = "no checkpoint is written (out_dir=None)"
+    elif last_good_epoch > 0:
+        kept = f"the last good checkpoint {ckpt_path} (epoch {last_good_epoch}) is left untouched"
+    else:
+        kept = f"no checkpoint was written yet to {ckpt_path}"
+    samples = f" (samples: {', '.join(paths)})" if paths else ""
+    raise NonFiniteLossError(
+        f"training stopped: {what} at {where}{samples}; {kept}",
+        epoch=epoch + 1,
+        batch=index,
+        paths=paths,
+    )
+
+
+def _batch_delta1(final: torch.Tensor, batch: dict[str, Any], cfg: TrainConfig, device: torch.device) -> float | None:
+    """delta1 of a training batch for the progress bar (None without dense ground truth)."""
+    if "depth" not in batch or "mask" not in batch or not bool(batch["mask"].any()):
+        return None
+    from depthlib.metrics import depth_metrics
+
+    try:
+        m = depth_metrics(
+            final.detach().float(),
+            batch["depth"].to(device),
+            batch["mask"].to(device),
+            max_depth=cfg.max_depth,
+            min_depth=cfg.min_depth,
+        )
+    except ValueError:  # no pixel left inside (min_depth, max_depth]: nothing to show, not an error
+        return None
+    return float(m["delta1"])
+
+
+def _restore(
+    path: pathlib.Path,
+    cfg: TrainConfig,
+    ctx: DistContext,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scaler: torch.amp.GradScaler | None,
+    loader_gen: torch.Generator,
+) -> tuple[int, list[dict[str, Any]]]:
+    ckpt = load_checkpoint(path)
+    _check_resume_config(ckpt["config"], cfg, path)
+    check_state_dict(model, ckpt["model"], f"checkpoint {path}")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and ckpt["scaler"] is not None:
+        scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt["rng"]
+    if len(rng) == ctx.world_size:
+        restore_rng(rng[ctx.rank], loader_gen)
+    else:
+        warnings.warn(
+            f"{path} was written by {len(rng)} process(es), this run has {ctx.world_size}: the RNG states "
+            "cannot be restored per rank, so the data order is kept but augmentations are reseeded and "
+            "the run is not bit-identical to an uninterrupted one",
+            stacklevel=3,
+        )
+        _engine.seed_everything(cfg.seed + ctx.rank + 7919 * int(ckpt["epoch"]))
+        loader_gen.manual_seed(cfg.seed + ctx.rank + 7919 * int(ckpt["epoch"]))
+    if ctx.is_main:
+        logger.info("resumed from %s after epoch %d", path, ckpt["epoch"])
+    return int(ckpt["epoch"]), list(ckpt["history"])
+
+
+def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, path: pathlib.Path) -> None:
+    current = cfg.to_dict()
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in _RESUME_MAY_CHANGE and saved.get(k) != current.get(k))
+    if cfg.schedule == "poly" and saved.get("epochs") != cfg.epochs:
+        changed.append("epochs (the poly schedule spans them)")
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k.split()[0])!r} -> {current.get(k.split()[0])!r}" for k in changed)
+        raise ValueError(
+            f"{path} was written with another TrainConfig ({detail}); resume with the same config, "
+            "or pass resume=False / another out_dir to start over"
+        )
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool, device: torch.device) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` for the duration of ``fit``, then the caller's setting."""
+    if not enabled:
+        yield
+        return
+    if device.type == "cuda":
+        # cuBLAS needs this before its first call to be deterministic; harmless when already set.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    # warn_only: an op without a deterministic kernel (some CUDA backward passes) warns, it does not abort
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, DistributedDataParallel) else net
+
+
+def _tqdm_disable(progress: bool | None, ctx: DistContext | None = None) -> bool | None:
+    """tqdm's ``disable``: bars on rank 0 only; ``None`` lets tqdm decide (shown on a TTY or in a notebook)."""
+    if ctx is not None and not ctx.is_main:
+        return True
+    return None if progress is None else not progress
+
+
+def _write_csv(df: pd.DataFrame, path: pathlib.Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset | DataLoader,
+    config: TrainConfig | None = None,
+    *,
+    batch_size: int | None = None,
+    progress: bool | None = False,
+    align: str | None = "auto",
+    **metric_kwargs: Any,
+) -> dict[str, float]:
+    """Metrics of ``model`` (in ``eval()`` mode) over ``data``, with :mod:`depthlib.metrics` conventions.
+
+    Each batch: ``image`` ``(B, 3, H, W)`` is prepared as in training (device, ``config.normalize``,
+    ``channels_last``), the model predicts ``(B, 1, H, W)`` and a :class:`depthlib.metrics.DepthMetrics`
+    accumulator takes ``(pred, depth (B, 1, H, W), mask (B, 1, H, W))``.
+
+    Args:
+        model: the network; its training mode is restored afterwards.
+        data: a dataset of sample dicts (or a DataLoader yielding collated ones).
+        config: device, normalisation, AMP and metric defaults (``max_depth``, ``min_depth``,
+            ``metric_reduction``); default ``TrainConfig()``.
+        batch_size: default ``config.eval_batch_size`` or ``config.batch_size``.
+        progress: tqdm bar (``None``: on a terminal or in a notebook).
+        align: ``"inverse"`` or ``"depth"`` aligns each prediction to the ground truth with
+            :func:`depthlib.metrics.align_scale_shift` in that space before the metrics (relative-depth
+            models); ``None`` never; ``"auto"`` aligns in inverse space exactly when
+            ``model.output_kind == "inverse_relative"`` (MiDaS small: the step paper 004 skipped).
+        **metric_kwargs: passed to the accumulator, overriding the config's: ``reduction``,
+            ``crop``, ``max_depth``, ``min_depth``...
+
+    Returns:
+        ``{"rmse", "mae", "absrel", ...}`` as floats.
+    """
+    from depthlib.metrics import DepthMetrics, align_scale_shift
+
+    if align not in ("auto", None, "inverse", "depth"):
+        raise ValueError(f"align must be 'auto', None, 'inverse' or 'depth', got {align!r}")
+    if align == "auto":
+        align = "inverse" if getattr(model, "output_kind", "metric") == "inverse_relative" else None
+    cfg = TrainConfig() if config is None else config
+    device = torch.device(cfg.device)
+    if isinstance(data, DataLoader):
+        loader = data
+    else:
+        gen = torch.Generator()
+        gen.manual_seed(cfg.seed)  # own generator: evaluating never moves the training RNG
+        loader = DataLoader(
+            data,
+            batch_size=batch_size or cfg.eval_batch_size or cfg.batch_size,
+            shuffle=False,
+            num_workers=cfg.num_workers,
+            worker_init_fn=_engine.seed_worker,
+            generator=gen,
+            pin_memory=device.type == "cuda",
+        )
+    options = {"reduction": cfg.metric_reduction, "max_depth": cfg.max_depth, "min_depth": cfg.min_depth}
+    options.update(metric_kwargs)
+    acc = DepthMetrics(**options)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc="eval", unit="batch", disable=_tqdm_disable(progress), leave=False):
+                image, (depth, mask) = _engine.prepare_batch(batch, device, cfg, ("depth", "mask"))
+                with _engine.autocast(device, cfg.amp):
+                    pred, _ = _engine.split_output(model(image))
+                pred = pred.float()
+                if align is not None:
+                    pred = align_scale_shift(pred, depth, mask, space=align, max_depth=options["max_depth"])
+                acc.update(pred, depth, mask)
+    finally:
+        model.train(was_training)
+    return {k: float(v) for k, v in acc.compute().items()}

@@ -1,0 +1,243 @@
+"""The experiment loops and the statistics of which differences survive."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from depthlib.experiments import (compare, complexity_table, grid, lr_search, mean_spread, pareto_front, predict,
+                                  results_frame, run_grid, summarize, train_eval)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    # run_grid's cache must never touch the project's .cache during tests
+    monkeypatch.setenv("DEPTHLIB_CACHE", str(tmp_path / "cache"))
+
+
+# ------------------------------------------------------------------------------------------------- grid
+def test_grid_is_the_ordered_product():
+    runs = grid(decoder=["nnconv5", "upproj"], skip=["none", "add", "concat"])
+    assert len(runs) == 6
+    assert runs[0] == {"decoder": "nnconv5", "skip": "none"}
+    assert runs[1] == {"decoder": "nnconv5", "skip": "add"}  # last axis fastest
+    assert runs[-1] == {"decoder": "upproj", "skip": "concat"}
+
+
+@pytest.mark.parametrize("axes, message", [({}, "at least one axis"), ({"seed": 0}, "list of values"),
+                                           ({"model": "fastdepth"}, "list of values"), ({"seed": []}, "empty")])
+def test_grid_rejects_bad_axes(axes, message):
+    with pytest.raises(ValueError, match=message):
+        grid(**axes)
+
+
+def test_run_grid_splits_scalars_curves_and_outputs_and_caches(tmp_path):
+    calls = []
+
+    def fn(a, seed):
+        calls.append((a, seed))
+        return {"score": a * 10 + seed, "name": f"{a}-{seed}", "np": np.float32(0.5),
+                "history": pd.DataFrame({"epoch": [1, 2], "loss": [1.0 / (a + 1), 0.5 / (a + 1)]}),
+                "pred": torch.full((1, 1, 2, 2), float(a))}
+
+    runs = grid(a=[1, 2], seed=[0, 1])
+    result = run_grid(runs, fn, cache_key="test/grid", cache_params={"data": "toy"})
+    assert result.table[["a", "seed", "score"]].values.tolist() == [[1, 0, 10], [1, 1, 11], [2, 0, 20], [2, 1, 21]]
+    assert result.table["np"].dtype == float
+    assert len(result.curves) == 8 and set(result.curves["curve"]) == {"history"}
+    assert result.curves.query("a == 2 and seed == 1")["loss"].tolist() == pytest.approx([1 / 3, 1 / 6])
+    assert torch.equal(result.outputs[2]["pred"], torch.full((1, 1, 2, 2), 2.0))
+    assert len(calls) == 4
+
+    # a second call computes nothing; a new seed computes only the new runs; other cache_params recompute
+    again = run_grid(runs, fn, cache_key="test/grid", cache_params={"data": "toy"})
+    pd.testing.assert_frame_equal(again.table, result.table)
+    assert len(calls) == 4
+    run_grid(grid(a=[1, 2], seed=[0, 1, 2]), fn, cache_key="test/grid", cache_params={"data": "toy"})
+    assert calls[4:] == [(1, 2), (2, 2)]
+    run_grid(runs[:1], fn, cache_key="test/grid", cache_params={"data": "other"})
+    assert calls[-1] == (1, 0) and len(calls) == 7
+
+
+def test_run_grid_rejects_key_clashes():
+    with pytest.raises(ValueError, match="also run parameters"):
+        run_grid([{"seed": 0}], lambda seed: {"seed": 1})
+    with pytest.raises(ValueError, match="expected a mapping"):
+        run_grid([{"seed": 0}], lambda seed: 3.0)
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def _runs(values: dict[str, list[float]], metric: str = "delta1") -> pd.DataFrame:
+    return pd.DataFrame([{"model": m, "seed": i, metric: v} for m, vs in values.items() for i, v in enumerate(vs)])
+
+
+def test_summarize_mean_std_and_t_interval():
+    df = _runs({"a": [0.70, 0.74, 0.72], "b": [0.5]})
+    s = summarize(df, by="model", metrics="delta1").set_index("model")
+    assert s.loc["a", "mean"] == pytest.approx(0.72)
+    assert s.loc["a", "std"] == pytest.approx(0.02)  # sample std (ddof=1) of 0.70, 0.74, 0.72
+    half = stats.t.ppf(0.975, 2) * 0.02 / math.sqrt(3)  # 4.303 * 0.02 / 1.732
+    assert (s.loc["a", "ci_low"], s.loc["a", "ci_high"]) == pytest.approx((0.72 - half, 0.72 + half))
+    assert s.loc["a", "seeds"] == "0,1,2" and s.loc["a", "n"] == 3
+    assert s.loc["b", "n"] == 1 and math.isnan(s.loc["b", "std"]) and math.isnan(s.loc["b", "ci_low"])
+
+
+def test_compare_welch_matches_scipy_and_says_what_survives():
+    far = {"sgd": [0.80, 0.81, 0.82, 0.805], "adam": [0.50, 0.52, 0.49, 0.51], "sgd2": [0.79, 0.83, 0.80, 0.815]}
+    out = compare(_runs(far), by="model", metric="delta1", baseline="sgd").set_index("a")
+    ref = stats.ttest_ind(far["adam"], far["sgd"], equal_var=False)
+    assert out.loc["adam", "p_value"] == pytest.approx(ref.pvalue)
+    assert out.loc["adam", "diff"] == pytest.approx(np.mean(far["adam"]) - np.mean(far["sgd"]))
+    ci = ref.confidence_interval(0.95)
+    assert (out.loc["adam", "ci_low"], out.loc["adam", "ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert bool(out.loc["adam", "survives"]) and out.loc["adam", "verdict"].startswith("survives: adam lower")
+    assert not out.loc["sgd2", "survives"] and out.loc["sgd2", "verdict"].startswith("within seed noise")
+    # Benjamini-Hochberg over the two comparisons: the larger p-value stays, the smaller one doubles (capped)
+    p = sorted([out.loc["adam", "p_value"], out.loc["sgd2", "p_value"]])
+    assert sorted(out["p_adjusted"]) == pytest.approx([min(2 * p[0], p[1]), p[1]])
+
+
+def test_compare_two_seeds_with_sagar_sized_difference_does_not_survive():
+    # Seed 000's Table 3: MobileNet 0.743 vs MobileNetV2 0.740, with a plausible seed-to-seed spread of 0.01
+    out = compare(_runs({"mobilenet": [0.743, 0.733], "mobilenetv2": [0.740, 0.748]}), by="model", metric="delta1")
+    assert len(out) == 1 and not out["survives"].iloc[0]
+
+
+def test_compare_degenerate_cases():
+    out = compare(_runs({"a": [0.7], "b": [0.6, 0.61]}), by="model", metric="delta1")
+    assert math.isnan(out["p_value"].iloc[0]) and out["verdict"].iloc[0].startswith("one seed")
+    out = compare(_runs({"a": [0.7, 0.7], "b": [0.6, 0.6]}), by="model", metric="delta1")
+    assert not out["survives"].iloc[0] and "identical runs" in out["verdict"].iloc[0]
+    with pytest.raises(KeyError, match="baseline 'c'"):
+        compare(_runs({"a": [0.7, 0.71], "b": [0.6, 0.61]}), by="model", metric="delta1", baseline="c")
+    with pytest.raises(ValueError, match="method"):
+        compare(_runs({"a": [0.7, 0.71]}), by="model", metric="delta1", method="anova")
+
+
+def test_compare_bootstrap_interval():
+    far = {"a": [1.0, 1.1, 0.9, 1.05, 0.95], "b": [0.0, 0.1, -0.1, 0.05, -0.05]}
+    out = compare(_runs(far, "rmse"), by="model", metric="rmse", method="bootstrap", n_resamples=2000)
+    row = out.iloc[0]
+    assert row["diff"] == pytest.approx(1.0)
+    # every resampled difference of means lies within [max(a)-..., ...]: the interval is well inside (0.8, 1.2)
+    assert 0.8 < row["ci_low"] < 1.0 < row["ci_high"] < 1.2
+    assert row["survives"] and row["p_value"] == 0.0
+    close = {"a": [1.0, 1.2, 0.8], "b": [1.1, 0.9, 1.0]}
+    row = compare(_runs(close, "rmse"), by="model", metric="rmse", method="bootstrap", n_resamples=2000).iloc[0]
+    assert row["ci_low"] < 0 < row["ci_high"] and not row["survives"]
+
+
+def test_compare_multiple_group_columns():
+    df = pd.DataFrame([{"enc": e, "skip": s, "seed": i, "rmse": v}
+                       for e, s, vs in [("mn", "add", [1, 1.1]), ("mn", "none", [2, 2.1])] for i, v in enumerate(vs)])
+    out = compare(df, by=["enc", "skip"], metric="rmse")
+    assert (out["a"].iloc[0], out["b"].iloc[0]) == (("mn", "add"), ("mn", "none"))
+
+
+def test_pareto_front():
+    df = pd.DataFrame({"latency": [10, 20, 30, 15, 40], "delta1": [0.5, 0.7, 0.8, 0.4, 0.8]},
+                      index=list("abcde"))
+    assert pareto_front(df, "latency", "delta1").tolist() == [True, True, True, False, False]
+    rmse = pd.DataFrame({"latency": [10, 20, 5], "rmse": [0.5, 0.4, 0.9]})
+    assert pareto_front(rmse, "latency", "rmse", higher_is_better=False).tolist() == [True, True, True]
+    with pytest.raises(KeyError, match="delta2"):
+        pareto_front(df, "latency", "delta2")
+
+
+def test_results_frame_and_mean_spread():
+    s = summarize(_runs({"a": [0.70, 0.74], "b": [0.5, 0.52]}), by="model", metrics="delta1")
+    rows = results_frame(s, {("a", "delta1"): "toy/a/delta1", ("b", "delta1"): "toy/b/delta1"}, by="model")
+    assert rows["key"].tolist() == ["toy/a/delta1", "toy/b/delta1"]
+    assert rows["value"].tolist() == pytest.approx([0.72, 0.51])
+    assert rows["spread"].iloc[0] == pytest.approx(np.std([0.70, 0.74], ddof=1))
+    assert rows["n_seeds"].tolist() == [2, 2] and rows["seeds"].tolist() == ["0,1", "0,1"]
+    with pytest.raises(KeyError, match="'c', 'delta1'"):
+        results_frame(s, {("c", "delta1"): "toy/c"}, by="model")
+    assert mean_spread(0.7234, 0.0121, 2) == "0.723 ± 0.01"
+    assert mean_spread(0.7234, float("nan"), 1) == "0.723"
+
+
+# ------------------------------------------------------------------------------- runs on a tiny model
+class _Tiny(nn.Module):
+    """(B, 3, H, W) -> (B, 1, H, W), positive: enough to train a few steps in a test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softplus(self.net(x)) + 0.1
+
+
+def _toy_data(n: int, seed: int) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(n):
+        image = torch.rand(3, 16, 16, generator=g)
+        depth = 1.0 + 2.0 * image.mean(0, keepdim=True)
+        samples.append({"image": image, "depth": depth, "mask": torch.ones(1, 16, 16, dtype=torch.bool)})
+    return samples
+
+
+def test_train_eval_and_grid_of_seeds():
+    from depthlib.train import TrainConfig
+
+    train, val = _toy_data(8, 0), _toy_data(4, 1)
+
+    def one(seed):
+        cfg = TrainConfig(epochs=2, batch_size=4, lr=0.01, seed=seed, schedule="none", progress=False)
+        return train_eval(_Tiny, train=train, config=cfg, evaluations={"val": val}, predict_on=val[:2])
+
+    result = run_grid(grid(seed=[0, 1]), one)
+    table = result.table
+    assert {"params", "train_loss", "val_rmse", "val_delta1", "train_time_s"} <= set(table.columns)
+    assert table["params"].iloc[0] == sum(p.numel() for p in _Tiny().parameters())
+    assert table["val_rmse"].iloc[0] != table["val_rmse"].iloc[1]  # the seed changes the init and the order
+    assert len(result.curves) == 4 and result.curves["epoch"].tolist() == [1, 2, 1, 2]
+    assert result.outputs[0]["predictions"].shape == (2, 1, 16, 16)
+    # the same seed again gives the same run (deterministic CPU training)
+    again = one(0)
+    assert again["val_rmse"] == pytest.approx(table["val_rmse"].iloc[0], abs=0)
+
+
+def test_train_eval_refuses_overrides_with_a_factory():
+    from depthlib.train import TrainConfig
+
+    with pytest.raises(ValueError, match="preset name"):
+        train_eval(_Tiny, train=_toy_data(2, 0), config=TrainConfig(), model_overrides={"skip": "add"})
+
+
+def test_predict_normalisation_is_explicit():
+    model = _Tiny()
+    data = _toy_data(3, 2)
+    raw = predict(model, data, normalize=None, batch_size=2)
+    normed = predict(model, data, normalize="imagenet")
+    assert raw.shape == normed.shape == (3, 1, 16, 16) and not torch.allclose(raw, normed)
+    with pytest.raises(ValueError, match="normalize"):
+        predict(model, data, normalize="zscore")
+
+
+def test_lr_search_returns_a_suggestion_inside_the_sweep():
+    from depthlib.train import TrainConfig
+
+    cfg = TrainConfig(batch_size=4, progress=False)
+    out = lr_search(_Tiny, _toy_data(8, 0), cfg, start_lr=1e-4, end_lr=1.0, num_iter=12, skip_start=2,
+                    skip_end=1)
+    assert 1e-4 <= out["suggested_lr"] <= 1.0
+    assert {"lr", "loss"} <= set(out["curve"].columns)
+
+
+def test_complexity_table_counts_params():
+    table = complexity_table({"tiny": _Tiny, "conv": lambda: nn.Conv2d(3, 1, 1)}, input_size=(1, 3, 16, 16),
+                             latency=True, repeats=2, warmup=1)
+    assert table.loc["tiny", "params"] == sum(p.numel() for p in _Tiny().parameters())
+    assert table.loc["conv", "params"] == 4
+    assert table.loc["conv", "macs"] == 3 * 16 * 16  # 1x1 conv, 3 -> 1 channels, 16x16 outputs
+    assert table.loc["conv", "gmacs"] == pytest.approx(3 * 16 * 16 / 1e9)
+    assert (table["latency_ms"] > 0).all()
