@@ -68,6 +68,17 @@ def bench_generator(scene: str, repeats: int, frames: int) -> list[tuple[str, fl
 
     t = median_time(single, repeats)
     rows.append((f"synth {scene} 240x320, per sample", frames / t, "frames/s"))
+    # As training uses it: rendered in 2 DataLoader workers (one torch thread each).
+    loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=2, persistent_workers=True)
+    batches = max(2, frames // 8)
+
+    def workers():
+        for n, _ in enumerate(loader, start=1):
+            if n == batches:
+                break
+
+    t = median_time(workers, repeats)
+    rows.append((f"synth {scene} 240x320, 2-worker DataLoader, batch 8", batches * 8 / t, "frames/s"))
     return rows
 
 

@@ -1,7 +1,7 @@
 """The experiment loops of the reproduction chapters: grids of runs, seeds, and which differences survive.
 
 The chapters compare architectures, optimisers, losses and batch sizes, each over several seeds. This module
-holds the loops and the statistics, built on the rest of depthlib (it trains nothing itself):
+holds the loops and the statistics, built on the rest of depthlib (training is :func:`depthlib.train.fit`'s):
 
 - :func:`chapter_data`: the training and evaluation sets a profile names (procedural scenes cached in
   memory, the real NYU test pairs when present, the NYU trees for the paper profile).
@@ -9,11 +9,12 @@ holds the loops and the statistics, built on the rest of depthlib (it trains not
   and code version through :func:`depthlib.book.cached`, the results as one table (plus per-epoch curves).
 - :func:`train_eval`: one run: ``create_model`` -> :func:`depthlib.train.fit` -> :func:`depthlib.train.evaluate`
   on each evaluation set, optionally with the predictions on a few samples for figures.
+- :func:`predict` and :func:`edge_error`: a model's predictions on a dataset, and the Sobel-gradient error
+  that measures the edges seed 000's edge loss is meant to sharpen.
 - :func:`lr_search`: Smith's LR range test (:func:`depthlib.train.lr_range_test`) on a fresh model.
 - :func:`complexity_table`: params, MACs, sizes and CPU latency (:func:`depthlib.profiler.profile_model`) of a
   list of models.
 - :func:`reproduce_complexity`: the reported parameter and MAC counts a preset reproduces by construction.
-- :func:`pareto_front`: which configurations no other beats on both cost and quality.
 - :func:`summarize`, :func:`compare`: mean and spread over seeds, and Welch's t-test or a bootstrap interval
   for each difference, with the Benjamini-Hochberg correction over the comparisons of a table.
 - :func:`results_frame`: the rows :func:`depthlib.book.record_results` writes, from a summary.
@@ -30,7 +31,8 @@ Example (what chapter 04 does, at a toy size)::
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import io
 import itertools
 import math
 import time
@@ -56,7 +58,7 @@ __all__ = [
     "lr_search",
     "predict",
     "complexity_table",
-    "pareto_front",
+    "edge_error",
     "summarize",
     "compare",
     "mean_spread",
@@ -279,6 +281,25 @@ def _build(model: str | Callable[[], nn.Module], seed: int, pretrained_encoder: 
     return create_model(model, pretrained_encoder=pretrained_encoder, **dict(overrides or {}))
 
 
+def _batches(data: Dataset | Sequence[Mapping[str, Any]], batch_size: int) -> Iterable[dict[str, Any]]:
+    from torch.utils.data import DataLoader, default_collate
+
+    keep = ("image", "depth", "mask")
+    # only the tensors a prediction needs: paths and intrinsics of mixed sources need not collate
+    return DataLoader(data, batch_size=batch_size, shuffle=False,
+                      collate_fn=lambda items: default_collate([{k: it[k] for k in keep if k in it} for it in items]))
+
+
+def _normalized(x: torch.Tensor, normalize: str | None) -> torch.Tensor:
+    if normalize not in (None, "imagenet"):
+        raise ValueError(f"normalize must be None or 'imagenet', got {normalize!r}")
+    if normalize is None:
+        return x
+    from torchvision.transforms.v2.functional import normalize as tv_normalize
+
+    return tv_normalize(x, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+
+
 @torch.no_grad()
 def predict(model: nn.Module, data: Dataset | Sequence[Mapping[str, Any]], *, normalize: str | None = "imagenet",
             device: str = "cpu", batch_size: int = 8) -> torch.Tensor:
@@ -295,28 +316,48 @@ def predict(model: nn.Module, data: Dataset | Sequence[Mapping[str, Any]], *, no
     Returns:
         ``(N, 1, H, W)`` float32 on the CPU.
     """
-    if normalize not in (None, "imagenet"):
-        raise ValueError(f"predict: normalize must be None or 'imagenet', got {normalize!r}")
-    from torchvision.transforms.v2.functional import normalize as tv_normalize
-
+    _normalized(torch.zeros(1, 3, 1, 1), normalize)  # validate before any work
     was_training = model.training
     model.eval().to(device)
-    images = torch.stack([data[i]["image"] for i in range(len(data))])
-    preds = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
-        if normalize == "imagenet":
-            x = tv_normalize(x, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-        preds.append(model(x).float().cpu())
+    preds = [model(_normalized(b["image"].to(device), normalize)).float().cpu() for b in _batches(data, batch_size)]
     model.train(was_training)
     return torch.cat(preds)
+
+
+def edge_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image mean absolute difference of Sobel gradient magnitudes: how well depth edges are placed.
+
+    Seed 000 adds a Sobel term to the loss to sharpen edges (its Fig. 7) but reports no number for it, since
+    losses of different scales cannot be compared. This metric compares the gradients themselves, with
+    kornia's normalised Sobel kernels (the ones the loss uses), over pixels whose 3x3 neighbourhood is valid
+    (a gradient across an invalid pixel would measure the hole, not the scene).
+
+    Args:
+        pred: ``(B, 1, H, W)`` metres.
+        target: ``(B, 1, H, W)`` metres, 0 = invalid.
+        mask: ``(B, 1, H, W)`` bool; default ``target > 0``.
+
+    Returns:
+        ``(B,)`` metres per pixel (NaN for an image without a valid interior pixel).
+    """
+    import kornia
+
+    if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 1:
+        raise ValueError(f"edge_error: pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be "
+                         "(B, 1, H, W)")
+    mask = (target > 0) if mask is None else mask.bool()
+    interior = kornia.morphology.erosion(mask.float(), torch.ones(3, 3, device=mask.device)) > 0.5
+    diff = (kornia.filters.sobel(pred.float()) - kornia.filters.sobel(target.float())).abs()
+    total = (diff * interior).flatten(1).sum(1)
+    count = interior.flatten(1).sum(1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
 
 
 def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: Any,
                evaluations: Mapping[str, Dataset] | None = None, val: Dataset | None = None,
                pretrained_encoder: Any = None, model_overrides: Mapping[str, Any] | None = None,
                predict_on: Dataset | None = None, eval_kwargs: Mapping[str, Any] | None = None,
-               out_dir: Any = None) -> dict[str, Any]:
+               edges: bool = False, on_nonfinite: str = "raise", out_dir: Any = None) -> dict[str, Any]:
     """One run: build the model, train it with :func:`depthlib.train.fit`, evaluate it.
 
     Args:
@@ -329,20 +370,32 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
         pretrained_encoder, model_overrides: passed to ``create_model``.
         predict_on: a few samples whose predictions ``(N, 1, H, W)`` are returned as ``predictions``.
         eval_kwargs: passed to ``evaluate`` (``max_depth``, ``crop``, ``reduction``...).
+        edges: also compute :func:`edge_error` on each evaluation set (``<name>_edge_error``, mean over images).
+        on_nonfinite: ``"raise"`` (default) or ``"record"``: a run whose loss turns NaN/inf (an LR from a range
+            test can be too high) returns ``diverged = 1`` and NaN metrics instead of stopping the grid.
         out_dir: checkpoints of ``fit`` (resumable); ``None`` keeps nothing on disk.
 
     Returns:
-        ``{"params": int, "train_loss": float (last epoch), "train_time_s": float, "images_per_s": float,
-        "<name>_<metric>": float..., "history": DataFrame, "predictions": (N, 1, H, W) tensor (with
-        predict_on)}``.
+        ``{"params": int, "diverged": 0 or 1, "train_loss": float (last epoch), "train_time_s": float,
+        "images_per_s": float, "<name>_<metric>": float..., "history": DataFrame, "predictions":
+        (N, 1, H, W) tensor (with predict_on)}``.
     """
-    from depthlib.train import evaluate, fit
+    from depthlib.train import NonFiniteLossError, evaluate, fit
 
+    if on_nonfinite not in ("raise", "record"):
+        raise ValueError(f"train_eval: on_nonfinite must be 'raise' or 'record', got {on_nonfinite!r}")
     net = _build(model, config.seed, pretrained_encoder, model_overrides)
     start = time.perf_counter()
-    history = fit(net, train, val, config, out_dir)
+    try:
+        history = fit(net, train, val, config, out_dir)
+    except NonFiniteLossError as err:
+        if on_nonfinite == "raise":
+            raise
+        return {"params": int(sum(p.numel() for p in net.parameters())), "diverged": 1, "train_loss": math.nan,
+                "train_time_s": time.perf_counter() - start, "error": str(err).splitlines()[0]}
     elapsed = time.perf_counter() - start
     out: dict[str, Any] = {
+        "diverged": 0,
         "params": int(sum(p.numel() for p in net.parameters())),
         "train_loss": float(history["train_loss"].iloc[-1]),
         "train_time_s": elapsed,
@@ -351,6 +404,14 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
     for name, data in (evaluations or {}).items():
         metrics = evaluate(net, data, config, **dict(eval_kwargs or {}))
         out.update({f"{name}_{k}": float(v) for k, v in metrics.items()})
+        if edges:
+            errors = []
+            with torch.no_grad():
+                net.eval()
+                for batch in _batches(data, config.eval_batch_size or config.batch_size):
+                    pred = net(_normalized(batch["image"].to(config.device), config.normalize)).float().cpu()
+                    errors.append(edge_error(pred, batch["depth"], batch["mask"]))
+            out[f"{name}_edge_error"] = float(torch.cat(errors).nanmean())
     out["history"] = history
     if predict_on is not None:
         out["predictions"] = predict(net, predict_on, normalize=config.normalize, device=config.device)
@@ -359,13 +420,15 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
 
 def lr_search(model: str | Callable[[], nn.Module], data: Dataset, config: Any, *,
               pretrained_encoder: Any = None, model_overrides: Mapping[str, Any] | None = None,
-              **range_test: Any) -> dict[str, Any]:
+              quiet: bool = True, **range_test: Any) -> dict[str, Any]:
     """Smith's LR range test on a freshly built model (seeded with ``config.seed``).
 
     Args:
         model, pretrained_encoder, model_overrides: as in :func:`train_eval`.
         data: training samples.
         config: optimiser, loss and batch size of the run whose LR is searched.
+        quiet: hide torch-lr-finder's progress bar (it writes to stderr and has no switch of its own), which
+            would otherwise fill a rendered page.
         **range_test: :func:`depthlib.train.lr_range_test` options (``start_lr``, ``end_lr``,
             ``num_iter``, ``suggestion``...).
 
@@ -375,7 +438,8 @@ def lr_search(model: str | Callable[[], nn.Module], data: Dataset, config: Any, 
     from depthlib.train import lr_range_test
 
     net = _build(model, config.seed, pretrained_encoder, model_overrides)
-    curve, lr = lr_range_test(net, data, config, **range_test)
+    with contextlib.redirect_stderr(io.StringIO()) if quiet else contextlib.nullcontext():
+        curve, lr = lr_range_test(net, data, config, **range_test)
     return {"suggested_lr": float(lr), "curve": curve}
 
 
@@ -409,31 +473,6 @@ def complexity_table(models: Mapping[str, Callable[[], nn.Module]], input_size: 
         rows.append(row)
         del net
     return pd.DataFrame(rows).set_index("name")
-
-
-def pareto_front(df: pd.DataFrame, cost: str, quality: str, *, higher_is_better: bool = True) -> pd.Series:
-    """Which rows are Pareto-optimal: no other row has lower-or-equal ``cost`` and better-or-equal
-    ``quality`` with at least one strictly better.
-
-    Args:
-        df: one row per configuration.
-        cost: column to minimise (latency, MACs).
-        quality: column to maximise (``higher_is_better=True``, e.g. delta1) or minimise (RMSE).
-
-    Returns:
-        Boolean Series aligned with ``df`` (rows with a NaN in either column are never on the front).
-    """
-    for col in (cost, quality):
-        if col not in df.columns:
-            raise KeyError(f"pareto_front: no column {col!r}; columns: {list(df.columns)}")
-    c = df[cost].to_numpy(dtype=float)
-    q = df[quality].to_numpy(dtype=float)
-    q = q if higher_is_better else -q
-    ok = ~(np.isnan(c) | np.isnan(q))
-    # pairwise dominance, O(n^2): the chapters' grids have tens of rows
-    dominated = ((c[None, :] <= c[:, None]) & (q[None, :] >= q[:, None])
-                 & ((c[None, :] < c[:, None]) | (q[None, :] > q[:, None])) & ok[None, :])
-    return pd.Series(ok & ~dominated.any(axis=1), index=df.index, name="pareto")
 
 
 #: Reported complexity numbers that a preset reproduces by construction: ``(key, preset, (H, W), quantity)``.
@@ -472,8 +511,9 @@ def reproduce_complexity(checks: Iterable[tuple[str, str, Sequence[int], str]] =
     from depthlib.models import create_model
     from depthlib.profiler import count_params, profile_model
 
-    checks = [c for c in checks if presets is None or c[1] in set(presets)]
-    profiles: dict[tuple[str, tuple[int, int], bool], dict[str, Any]] = {}
+    keep = None if presets is None else set(presets)
+    checks = [c for c in checks if keep is None or c[1] in keep]
+    profiles: dict[tuple[str, tuple[int, ...], bool], dict[str, Any]] = {}
     rows = []
     for key, preset, hw, quantity in checks:
         # parameter counts need no forward pass; MACs do, at the paper's resolution

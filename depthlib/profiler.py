@@ -65,7 +65,8 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -
     Counted: convolutions, linear layers, matrix products (see the module docstring for what is not).
     """
     size = _check_size(input_size)
-    device = next(model.parameters()).device
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
     try:
@@ -82,7 +83,8 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 22
     """Median forward latency in milliseconds.
 
     Args:
-        model: the network (moved to ``device``/``dtype`` and put in eval mode; its mode is restored).
+        model: the network; moved *in place* to ``device``, ``dtype`` and the memory format, and run in eval
+            mode (its train/eval mode is restored, its device and dtype are not).
         input_size: ``(B, C, H, W)``.
         device: ``"cpu"`` or ``"cuda"``/``"cuda:N"``.
         threads: CPU intra-op threads for the measurement (restored afterwards); ignored on CUDA.

@@ -122,6 +122,8 @@ def test_data_auto_resolves_to_what_is_present(project, monkeypatch):
     monkeypatch.setattr(book._paths, "find_nyu_data", lambda: nyu)
     P = book.setup("ok", "t", show=False)
     assert P.data == "nyu_data" and P.data_root == nyu
+    with pytest.raises(book.ParameterError, match=r"parameter 'data' must be one of \['auto', 'nyu_data', "):
+        book.setup("ok", "t", data="nyu", show=False)
 
 
 def test_repository_profiles_agree_on_notebooks_names_and_types():
@@ -208,6 +210,19 @@ def test_cached_is_pickle_free(project):
     assert not list((project / "cache").glob("x/*")) and not list((project / "cache").glob("y/*"))
 
 
+def test_a_profile_can_keep_its_own_cache(project, monkeypatch):
+    """The paper profile caches into results/paper/cache, committed with its results."""
+    monkeypatch.delenv("DEPTHLIB_CACHE")
+    (project / "profiles" / "t.yaml").write_text(yaml.safe_dump({**PROFILE, "cache": "results/t/cache"}))
+    P = book.setup("nb", "t", show=False)
+    assert P.cache_dir == project / "results" / "t" / "cache"
+    assert book.cached("k", P, lambda: {"rmse": 0.5}) == {"rmse": 0.5}
+    assert list((project / "results" / "t" / "cache" / "k").glob("*/manifest.json"))
+    (project / "profiles" / "t.yaml").write_text(yaml.safe_dump({**PROFILE, "cache": 3}))
+    with pytest.raises(book.ParameterError, match="'cache' must be a directory"):
+        book.setup("nb", "t", show=False)
+
+
 def test_cached_rejects_bad_keys_and_params(project):
     with pytest.raises(ValueError, match="cache key '../x'"):
         book.cached("../x", {}, dict)
@@ -238,7 +253,9 @@ def test_record_results_writes_the_contract_columns(project):
     assert written["profile"].unique().tolist() == ["t"] and written["data"].unique().tolist() == ["synth"]
     assert written.loc[0, "value"] == pytest.approx(0.6) and np.isnan(written.loc[1, "spread"])
     assert out.shape == (2, 8)
-    assert book.load_results("t")["key"].tolist() == ["s/t1/rmse", "s/t1/delta1"]
+    back = book.load_results("t")
+    assert back["key"].tolist() == ["s/t1/rmse", "s/t1/delta1"] and back["seeds"].tolist() == ["0,1", "0,1"]
+    assert np.isnan(back.loc[1, "spread"]) and book.load_results("other").columns.tolist() == list(book.RESULT_COLUMNS)
 
 
 def test_record_results_rejects_bad_frames(project):
@@ -306,6 +323,57 @@ def test_runner_reports_the_failing_notebook_and_cell_and_keeps_going(project, c
     assert "Not rebuilt" in stale.cells[0].source and "previous successful run" in stale.cells[0].source
     assert "RuntimeError: broken now" in stale.cells[0].source
     assert "ran with t [0, 1]" in "".join(o.get("text", "") for c in stale.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.book
+def test_papermill_overrides_a_profile_value_and_wrong_types_fail_in_the_setup_cell(tmp_path):
+    """`papermill notebooks/01_introduction.ipynb out.ipynb -p profile smoke -p scene outdoor`, as a reader would."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = str(REPO / "notebooks" / "01_introduction.ipynb")
+    out = tmp_path / "out.ipynb"
+
+    def run(**parameters):
+        papermill.execute_notebook(source, str(out), parameters=parameters, kernel_name="python3", cwd=str(REPO),
+                                   progress_bar=False)
+
+    run(profile="smoke", scene="outdoor")
+    nb = nbformat.read(out, as_version=4)
+    table = next(o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+                 if "Parameters of this run" in o.get("data", {}).get("text/markdown", ""))
+    assert "profile `smoke`" in table and "| `scene` | `'outdoor'` | override |" in table
+    assert "| `size` | `[96, 128]` | profile smoke |" in table
+
+    for parameters, message in (({"profile": "smoke", "size": "96x128"}, "parameter 'size' of notebook"),
+                                ({"profile": "fast"}, "unknown profile 'fast'")):
+        with pytest.raises(PapermillExecutionError) as info:
+            run(**parameters)
+        assert info.value.ename == "ParameterError" and message in info.value.evalue
+        assert "depthlib.book.setup(" in info.value.source       # the cell right after the parameters
+
+
+@pytest.mark.book
+def test_data_chapter_uses_the_real_samples_when_present(shared_nyu_data, shared_fastdepth_sample, tmp_path,
+                                                        monkeypatch):
+    """The smoke run of the book (in a temporary copy) has no ../shared beside it; this one has."""
+    import papermill
+
+    monkeypatch.setenv("DEPTHLIB_SHARED", str(shared_nyu_data.parents[1]))
+    monkeypatch.setenv("DEPTHLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DEPTHLIB_RESULTS", str(tmp_path / "results"))
+    out = tmp_path / "02_data.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / "02_data.ipynb"), str(out), parameters={"profile": "smoke"},
+                               kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    table = next(o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+                 if "Parameters of this run" in o.get("data", {}).get("text/markdown", ""))
+    assert "Data: `nyu_data`" in table
+    results = book.load_results("smoke", results_dir=tmp_path / "results").set_index("key")
+    # FastDepth's own prediction on its deploy sample: RMSE 0.618 m, delta1 0.777 (data/README.md).
+    assert results.loc["fastdepth/deploy-sample/rmse", "value"] == pytest.approx(0.618, abs=1e-3)
+    assert results.loc["fastdepth/deploy-sample/delta1", "value"] == pytest.approx(0.777, abs=1e-3)
+    assert set(results["profile"]) == {"smoke"} and set(results["notebook"]) == {"02_data"}
 
 
 def test_runner_rejects_unknown_profile_and_chapter(project):

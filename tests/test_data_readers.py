@@ -160,7 +160,7 @@ def nyu_labeled_root(tmp_path):
 
 def test_nyu_labeled_transposes_back(nyu_labeled_root):
     root, images, depths = nyu_labeled_root
-    ds = open_dataset("nyu_labeled", root)
+    ds = open_dataset("nyu_labeled", root, split="all")
     assert len(ds) == 3
     s = ds[2]
     _check_sample(s, 480, 640)
@@ -186,7 +186,7 @@ def test_nyu_labeled_split_needs_splits_mat(nyu_labeled_root):
 
 
 def test_nyu_labeled_works_in_dataloader_workers(nyu_labeled_root):
-    ds = open_dataset("nyu_labeled", nyu_labeled_root[0])
+    ds = open_dataset("nyu_labeled", nyu_labeled_root[0], split="all")
     ds[0]  # opens a handle in the parent: workers must not reuse it
     batch = next(iter(DataLoader(ds, batch_size=3, num_workers=1)))
     assert batch["depth"].shape == (3, 1, 480, 640)
@@ -197,7 +197,7 @@ def test_nyu_labeled_wrong_layout(tmp_path):
         f["images"] = np.zeros((2, 480, 640, 3), np.uint8)
         f["depths"] = np.zeros((2, 640, 480), np.float32)
     with pytest.raises(DataFormatError, match="'images' must be uint8"):
-        open_dataset("nyu_labeled", tmp_path)
+        open_dataset("nyu_labeled", tmp_path, split="all")
 
 
 # ---------------------------------------------------------------------------------------------- nyu_png

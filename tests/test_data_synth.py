@@ -39,8 +39,8 @@ def test_same_seed_and_index_give_same_bytes(scene):
 # Bytes of two small frames rendered on the development machine (x86-64, torch 2.14.1 CPU). The generator
 # uses only IEEE-exact float32 operations on pixels, so any machine must reproduce them.
 GOLDEN = {
-    "indoor": "GOLDEN_INDOOR",
-    "outdoor": "GOLDEN_OUTDOOR",
+    "indoor": "ed6e7a0d12b81b4e72c75a39894553d829551cd535b745e74d2220c0c4edc3fa",
+    "outdoor": "cfac6ee4c823ffea387645add1a6cf1683f8f9a88af8ff00721d30a5e6c14fcd",
 }
 
 

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 from torch import nn
 
-from depthlib.experiments import (compare, complexity_table, grid, lr_search, mean_spread, pareto_front, predict,
+from depthlib.experiments import (compare, complexity_table, edge_error, grid, lr_search, mean_spread, predict,
                                   results_frame, run_grid, summarize, train_eval)
 
 
@@ -140,14 +140,22 @@ def test_compare_multiple_group_columns():
     assert (out["a"].iloc[0], out["b"].iloc[0]) == (("mn", "add"), ("mn", "none"))
 
 
-def test_pareto_front():
-    df = pd.DataFrame({"latency": [10, 20, 30, 15, 40], "delta1": [0.5, 0.7, 0.8, 0.4, 0.8]},
-                      index=list("abcde"))
-    assert pareto_front(df, "latency", "delta1").tolist() == [True, True, True, False, False]
-    rmse = pd.DataFrame({"latency": [10, 20, 5], "rmse": [0.5, 0.4, 0.9]})
-    assert pareto_front(rmse, "latency", "rmse", higher_is_better=False).tolist() == [True, True, True]
-    with pytest.raises(KeyError, match="delta2"):
-        pareto_front(df, "latency", "delta2")
+def test_edge_error_hand_case():
+    # a step of 1 m between columns 1 and 2 of a 4x4 map; the prediction is flat: it misses the edge entirely
+    target = torch.ones(1, 1, 4, 4)
+    target[..., 2:] = 2.0
+    flat = torch.full_like(target, 1.5)
+    # kornia's normalised Sobel ([-1 0 1; -2 0 2; -1 0 1] / 8): |gx| = 4 * 1 m / 8 = 0.5 m/px on columns 1 and 2,
+    # 0 on columns 0 and 3 (reflected border); the image border is not invalid, so all 16 pixels count
+    assert edge_error(flat, target).item() == pytest.approx(0.25, abs=1e-3)
+    assert edge_error(target.clone(), target).item() == pytest.approx(0.0, abs=1e-6)
+    # an invalid column 0: its neighbours (column 1, where the error is) leave the average
+    holes = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+    holes[..., 0] = False
+    assert edge_error(flat, target, holes).item() == pytest.approx(0.5 * 4 / 8, abs=1e-3)  # cols 2, 3 remain
+    assert math.isnan(edge_error(flat, target, torch.zeros_like(holes)).item())
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        edge_error(flat[0], target[0])
 
 
 def test_results_frame_and_mean_spread():
@@ -192,11 +200,12 @@ def test_train_eval_and_grid_of_seeds():
 
     def one(seed):
         cfg = TrainConfig(epochs=2, batch_size=4, lr=0.01, seed=seed, schedule="none", progress=False)
-        return train_eval(_Tiny, train=train, config=cfg, evaluations={"val": val}, predict_on=val[:2])
+        return train_eval(_Tiny, train=train, config=cfg, evaluations={"val": val}, predict_on=val[:2], edges=True)
 
     result = run_grid(grid(seed=[0, 1]), one)
     table = result.table
-    assert {"params", "train_loss", "val_rmse", "val_delta1", "train_time_s"} <= set(table.columns)
+    assert {"params", "train_loss", "val_rmse", "val_delta1", "val_edge_error", "train_time_s"} <= set(table.columns)
+    assert (table["diverged"] == 0).all() and (table["val_edge_error"] > 0).all()
     assert table["params"].iloc[0] == sum(p.numel() for p in _Tiny().parameters())
     assert table["val_rmse"].iloc[0] != table["val_rmse"].iloc[1]  # the seed changes the init and the order
     assert len(result.curves) == 4 and result.curves["epoch"].tolist() == [1, 2, 1, 2]
@@ -204,6 +213,19 @@ def test_train_eval_and_grid_of_seeds():
     # the same seed again gives the same run (deterministic CPU training)
     again = one(0)
     assert again["val_rmse"] == pytest.approx(table["val_rmse"].iloc[0], abs=0)
+
+
+def test_train_eval_records_a_diverged_run():
+    from depthlib.train import TrainConfig
+
+    # a linear model stepped with lr 1e38: the second batch's prediction overflows float32, so its loss is inf
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e38, momentum=0.0, weight_decay=0.0, seed=0, schedule="none",
+                      progress=False)
+    out = train_eval(lambda: nn.Conv2d(3, 1, 1), train=_toy_data(8, 0), config=cfg,
+                     evaluations={"val": _toy_data(2, 1)}, on_nonfinite="record")
+    assert out["diverged"] == 1 and math.isnan(out["train_loss"]) and "val_rmse" not in out
+    with pytest.raises(FloatingPointError):
+        train_eval(lambda: nn.Conv2d(3, 1, 1), train=_toy_data(8, 0), config=cfg)
 
 
 def test_train_eval_refuses_overrides_with_a_factory():
@@ -241,3 +263,47 @@ def test_complexity_table_counts_params():
     assert table.loc["conv", "macs"] == 3 * 16 * 16  # 1x1 conv, 3 -> 1 channels, 16x16 outputs
     assert table.loc["conv", "gmacs"] == pytest.approx(3 * 16 * 16 / 1e9)
     assert (table["latency_ms"] > 0).all()
+
+
+# ------------------------------------------------------------------------------ data and reported checks
+def test_complexity_checks_match_the_reported_entries():
+    from depthlib.experiments import COMPLEXITY_CHECKS
+    from depthlib.models import list_models
+    from depthlib.reported import load_reported
+
+    reported = load_reported()
+    keys = [c[0] for c in COMPLEXITY_CHECKS]
+    assert len(keys) == len(set(keys))
+    # the scorecard chapter records exactly the entries that name it as their notebook
+    assert set(keys) == set(reported.index[reported["notebook"] == "05_scorecard"])
+    assert {c[1] for c in COMPLEXITY_CHECKS} <= set(list_models())
+
+
+def test_reproduce_complexity_counts_fastdepth():
+    from depthlib.experiments import COMPLEXITY_CHECKS, reproduce_complexity
+    from depthlib.models import create_model
+
+    out = reproduce_complexity(presets=["fastdepth"])
+    assert out["key"].tolist() == [c[0] for c in COMPLEXITY_CHECKS if c[1] == "fastdepth"]
+    assert out["value"].iloc[0] == sum(p.numel() for p in create_model("fastdepth").parameters())
+
+
+def test_chapter_data_synth_is_cached_and_sized():
+    from depthlib.experiments import chapter_data
+
+    data = chapter_data("synth", size=(32, 32), n_train=3, n_val=2, seed=5)
+    assert len(data["train"]) == 3 and set(data["evaluations"]) == {"synth"} and data["primary"] == "synth"
+    assert data["train"][0]["image"].shape == (3, 32, 32) and data["train"][0]["depth"].shape == (1, 32, 32)
+    again = chapter_data("synth", size=(32, 32), n_train=3, n_val=2, seed=5)
+    assert torch.equal(again["train"][2]["depth"], data["train"][2]["depth"])
+    assert "synth indoor 3 @32x32" in data["describe"]
+    with pytest.raises(ValueError, match="train='kitti'"):
+        chapter_data("kitti", size=(32, 32), n_train=1, n_val=1)
+
+
+def test_chapter_data_with_the_real_nyu_pairs(shared_nyu_data):
+    from depthlib.experiments import chapter_data
+
+    data = chapter_data("synth", size=(32, 64), n_train=2, n_val=2, nyu_root=shared_nyu_data)
+    assert data["primary"] == "nyu" and data["evaluations"]["nyu"][0]["depth"].shape == (1, 32, 64)
+    assert data["spec"]["nyu"] == len(data["evaluations"]["nyu"]) > 0

@@ -165,7 +165,7 @@ def test_input_size_error_names_multiple():
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         model(torch.rand(1, 1, 64, 64))
     # fast downsampling takes any size
-    mai = create_model("mai2021-1", internal_size=(64, 80)).eval()
+    mai = create_model("mai2021-1", internal_size=(64, 96)).eval()
     assert mai.input_multiple == 1 and mai(torch.rand(1, 3, 50, 70)).shape == (1, 1, 50, 70)
 
 
@@ -222,3 +222,30 @@ def test_load_checkpoint_roundtrip_and_mismatch(tmp_path):
 def test_mai_internal_size_must_fit_encoder():
     with pytest.raises(ValueError, match="multiples of 32"):
         create_model("mai2021-1", internal_size=(100, 160))
+
+
+def test_imagenet_from_torch_hub_cache(monkeypatch, tmp_path):
+    import torchvision
+
+    ref = torchvision.models.resnet18()
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(ref.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(enc_mod, "_reachable", lambda host, timeout=3.0: False)  # must not need the network
+    enc = create_encoder("resnet18", weights="imagenet")
+    assert torch.equal(enc.state_dict()["body.conv1.weight"], ref.conv1.weight)
+
+
+def test_imagenet_from_hf_cache(monkeypatch, tmp_path):
+    import huggingface_hub
+    import timm
+    from safetensors.torch import save_file
+
+    ref = timm.create_model("mixnet_s")
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo_id, filename: str(path) if filename == "model.safetensors" else None)
+    monkeypatch.setattr(enc_mod, "_reachable", lambda host, timeout=3.0: False)
+    enc = create_encoder("mixnet_s", weights="imagenet")
+    assert torch.equal(enc.state_dict()["body.conv_stem.weight"], ref.conv_stem.weight)

@@ -12,7 +12,8 @@ and continues with::
 
 ``setup`` loads ``profiles/<profile>.yaml``, checks every value's type and displays the parameters of the
 run. Expensive results go through ``cached(key, P, fn)``; reproduced numbers through
-``record_results(df, "02_data", P)``. ``depthlib book --profile quick`` runs every notebook of ``_toc.yml``
+``record_results(df, "02_data", P)`` (read back, joined with the papers' numbers, by
+:func:`depthlib.reported.scorecard`). ``depthlib book --profile quick`` runs every notebook of ``_toc.yml``
 through papermill and builds the HTML (see :mod:`depthlib.book.runner`).
 """
 

@@ -64,19 +64,24 @@ def _canonical(params: Any) -> Any:
                     f"{params!r}")
 
 
-def cache_hash(key: str, params: Any) -> str:
-    """The hex digest naming the cache entry of ``key`` with ``params`` under the current code version."""
-    text = json.dumps({"key": key, "params": _canonical(params), "code": code_version(), "format": _FORMAT},
+def cache_hash(key: str, params: Any, code: str | None = None) -> str:
+    """The hex digest naming the cache entry of ``key`` with ``params`` under code version ``code``
+    (default: the current one)."""
+    code = code_version() if code is None else code
+    text = json.dumps({"key": key, "params": _canonical(params), "code": code, "format": _FORMAT},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def cache_path(key: str, params: Any, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+def cache_path(key: str, params: Any, cache_dir: str | os.PathLike | None = None, *,
+               code: str | None = None) -> pathlib.Path:
     """The directory where ``cached(key, params, ...)`` stores its value (it may not exist yet)."""
     if not isinstance(key, str) or not _KEY_RE.match(key):
         raise ValueError(f"cache key {key!r} must be slash-separated names of letters, digits, '_', '.', '-'")
+    if cache_dir is None and not os.environ.get("DEPTHLIB_CACHE"):
+        cache_dir = getattr(params, "cache_dir", None)  # a profile's own cache (Params.cache_dir)
     root = pathlib.Path(cache_dir) if cache_dir is not None else _paths.cache_dir()
-    return root / key / cache_hash(key, params)[:20]
+    return root / key / cache_hash(key, params, code)[:20]
 
 
 def _encode(value: Any, directory: pathlib.Path, counter: list[int], where: str) -> Any:
@@ -172,7 +177,9 @@ def cached(key: str, params: Any, fn: Callable[[], T], *, refresh: bool = False,
             JSON values. Tensors and functions are not parameters.
         fn: computes the value; called without arguments only on a cache miss (or ``refresh=True``).
         refresh: recompute and overwrite.
-        cache_dir: default ``$DEPTHLIB_CACHE`` or ``<project>/.cache/depthlib``.
+        cache_dir: default ``$DEPTHLIB_CACHE``, else the profile's ``cache:`` directory
+            (``params.cache_dir``, ``results/paper/cache`` for the paper profile, committed so that a GPU
+            run renders elsewhere without recomputing), else ``<project>/.cache/depthlib``.
 
     Returns:
         The value ``fn`` returned, or its stored copy: tuples come back as lists, numpy scalars as Python
@@ -184,7 +191,7 @@ def cached(key: str, params: Any, fn: Callable[[], T], *, refresh: bool = False,
     # The entry is named once, before computing: the code version is the one fn() started with, even if
     # the sources change while it runs.
     version = code_version()
-    directory = cache_path(key, params, cache_dir)
+    directory = cache_path(key, params, cache_dir, code=version)
     if not refresh and (directory / "manifest.json").is_file():
         return _load_dir(directory)
     value = fn()

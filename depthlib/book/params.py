@@ -17,7 +17,6 @@ type: an override of another type is an error naming the parameter (a YAML ``nul
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import pathlib
@@ -50,10 +49,13 @@ def load_profile(profile: str) -> dict[str, Any]:
         )
     with open(path, encoding="utf-8") as f:
         content = yaml.safe_load(f) or {}
-    if not isinstance(content, dict) or not set(content) <= {"defaults", "notebooks", "description"}:
+    if not isinstance(content, dict) or not set(content) <= {"defaults", "notebooks", "description", "cache"}:
         raise ParameterError(
-            f"{path}: expected top-level keys 'description', 'defaults' and 'notebooks', got {sorted(content)}"
+            f"{path}: expected top-level keys 'description', 'cache', 'defaults' and 'notebooks', got "
+            f"{sorted(content)}"
         )
+    if not isinstance(content.get("cache", ""), str):
+        raise ParameterError(f"{path}: 'cache' must be a directory relative to the project root")
     for section in ("defaults", "notebooks"):
         content.setdefault(section, {})
         if content[section] is None:
@@ -138,16 +140,20 @@ class Params(Mapping[str, Any]):
 
     ``P.notebook`` and ``P.profile`` name the run; ``P.data`` and ``P.seeds`` (when the profile has them)
     are what :func:`depthlib.book.record_results` writes beside every number. ``P.overridden`` is the set of
-    names given explicitly (by papermill ``-p`` or a call), the rest come from the profile.
+    names given explicitly (by papermill ``-p`` or a call), the rest come from the profile. ``P.data_root``
+    is the directory of the real samples ``data: auto`` resolved to; ``P.cache_dir`` the profile's own
+    results cache (its top-level ``cache:``; the ``paper`` profile keeps it in ``results/paper/cache`` to
+    be committed), used by :func:`depthlib.book.cached`.
     """
 
     def __init__(self, notebook: str, profile: str, values: Mapping[str, Any], overridden: set[str] | None = None,
-                 data_root: pathlib.Path | None = None) -> None:
+                 data_root: pathlib.Path | None = None, cache_dir: pathlib.Path | None = None) -> None:
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "notebook", notebook)
         object.__setattr__(self, "profile", profile)
         object.__setattr__(self, "overridden", frozenset(overridden or ()))
         object.__setattr__(self, "data_root", data_root)
+        object.__setattr__(self, "cache_dir", cache_dir)
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]
@@ -176,11 +182,6 @@ class Params(Mapping[str, Any]):
     def to_dict(self) -> dict[str, Any]:
         """All values plus ``notebook`` and ``profile``: what a cache key or a results row should name."""
         return {"notebook": self.notebook, "profile": self.profile, **self._values}
-
-    def digest(self) -> str:
-        """A short hash of :meth:`to_dict` (stable across runs and machines)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def seeds_text(self) -> str:
         seeds = self._values.get("seeds")
@@ -235,6 +236,11 @@ def _display_path(path: pathlib.Path | None) -> str:
 
 def _resolve_data(value: Any) -> tuple[Any, pathlib.Path | None]:
     """``data: auto`` means the real NYU pairs when present, else procedural scenes."""
+    from depthlib.data import list_datasets
+
+    allowed = ["auto", "nyu_data", *list_datasets()]
+    if value not in allowed:
+        raise ParameterError(f"parameter 'data' must be one of {allowed}, got {value!r}")
     if value == "auto":
         root = _paths.find_nyu_data()
         return ("nyu_data", root) if root is not None else ("synth", None)
@@ -307,7 +313,9 @@ def setup(notebook: str, profile: str = "quick", *, show: bool = True, **overrid
         import torch
 
         torch.set_num_threads(int(values["num_threads"]))
-    params = Params(notebook, profile, values, overridden, data_root)
+    cache = load_profile(profile).get("cache")
+    params = Params(notebook, profile, values, overridden, data_root,
+                    _paths.project_root() / cache if cache else None)
     if show:
         _display(params)
     return params

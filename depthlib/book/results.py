@@ -96,13 +96,22 @@ def record_results(df: Any, notebook: str, params: Any, *,
 
 
 def load_results(profile: str | None = None, results_dir: str | os.PathLike | None = None) -> "pandas.DataFrame":  # noqa: F821
-    """Every recorded number (of one profile, or of all), one row per (profile, notebook, key)."""
+    """Every number :func:`record_results` wrote (for one profile, or all), one row per (profile, notebook, key).
+
+    Args:
+        profile: a profile name; ``None`` reads every ``results/<profile>/``.
+        results_dir: default ``$DEPTHLIB_RESULTS`` or ``<project>/results``.
+
+    Returns:
+        DataFrame with :data:`RESULT_COLUMNS` (empty, with those columns, when nothing was recorded).
+    """
     import pandas as pd
 
     root = pathlib.Path(results_dir) if results_dir is not None else _paths.results_dir()
     pattern = f"{profile}/*.csv" if profile else "*/*.csv"
-    frames = [pd.read_csv(p, dtype={"seeds": str, "data": str}, keep_default_na=False,
-                          na_values={"value": ["", "nan"], "spread": ["", "nan"]})
+    # seeds ("0,1") and data are text; empty value/spread cells are NaN.
+    frames = [pd.read_csv(p, dtype={"seeds": str, "data": str, "key": str}, keep_default_na=False,
+                          na_values={"value": ["", "nan", "NaN"], "spread": ["", "nan", "NaN"]})
               for p in sorted(root.glob(pattern))]
     if not frames:
         return pd.DataFrame(columns=list(RESULT_COLUMNS))

@@ -52,11 +52,15 @@ class ChapterRun:
     cell_source: str = ""            # its first line
     error: str = ""                  # "ValueError: ..."
 
+    def where(self) -> str:
+        """``"cell 4 ('1 / 0'): ZeroDivisionError: division by zero"`` for a failed run."""
+        cell = f"cell {self.cell} ({self.cell_source!r})" if self.cell is not None else "before any cell ran"
+        return f"{cell}: {self.error}"
+
     def describe(self) -> str:
         if self.status != "failed":
             return f"{self.name}: {self.status} ({self.seconds:.1f} s)"
-        where = f"cell {self.cell} ({self.cell_source!r})" if self.cell is not None else "before any cell ran"
-        return f"{self.name}: FAILED at {where}: {self.error}"
+        return f"{self.name}: FAILED at {self.where()}"
 
 
 def toc_chapters(root: pathlib.Path) -> list[str]:
@@ -159,7 +163,10 @@ def _banner(run: ChapterRun, profile: str, previous: dict | None):
     lines = [
         "```{admonition} Not rebuilt",
         ":class: danger",
-        f"The run of this chapter with profile `{profile}` on {when} failed: {run.describe().split(': ', 1)[1]}.",
+        # One line, no backticks: an error message must not be able to close the admonition's fence.
+        f"The run of this chapter with profile `{profile}` on {when} failed at "
+        f"{' '.join(run.where().replace('`', chr(39)).split())}",
+        "",
     ]
     if previous:
         lines.append(
@@ -291,6 +298,13 @@ def run_book(profile: str = "quick", *, root: str | os.PathLike | None = None, e
             run = execute_chapter(root, name, profile, force=force, timeout=timeout)
             print(f"[depthlib book] {run.describe()}", flush=True)
             runs.append(run)
+    if build:
+        # A chapter never executed (e.g. with --only or --no-execute on a fresh clone) would only show up as
+        # Sphinx's "nonexisting document" warning: say what to run instead.
+        missing = [name for name in toc_chapters(root) if not (root / "book" / f"{name}.ipynb").is_file()]
+        if missing:
+            print(f"[depthlib book] not executed yet: {', '.join(missing)}; run `depthlib book --profile {profile}` "
+                  "without --only/--no-execute to execute them", flush=True)
     status = build_html(root) if build else None
     return runs, status
 

@@ -45,14 +45,16 @@ def list_datasets() -> list[str]:
     return list(_KINDS)
 
 
-def open_dataset(kind: str, root=None, split: str | None = None, transform: Callable[[dict], dict] | None = None,
+def open_dataset(kind: str, root=None, split: str = "train", transform: Callable[[dict], dict] | None = None,
                  **options: Any) -> Dataset:
     """Open a dataset of one of the studies' formats, or the procedural generator.
 
     Args:
         kind: one of :func:`list_datasets`.
         root: the dataset folder (or file for ``nyu_labeled``); unused by ``synth``.
-        split: the kind's split name; ``None`` picks its default (``"train"``, ``"all"`` for ``nyu_labeled``).
+        split: the kind's split name: ``"train"``/``"val"`` (``nyu_h5``, ``kitti``), ``"train"``/``"test"``
+            (``nyu_png``, ``diw``), ``"train"``/``"test"``/``"all"`` (``nyu_labeled``, official 795/654 split or
+            all 1449 frames), a sub-folder name (``mai2021``), ``"train"``/``"val"``/``"test"`` streams (``synth``).
         transform: ``sample -> sample`` callable, e.g. :func:`depthlib.data.transforms.fastdepth_val_transform`.
         **options: per-kind options (``eval_crop``, ``max_depth``, ``on_missing``, ``n``, ``size``, ...), see
             each reader's docstring.
@@ -67,15 +69,20 @@ def open_dataset(kind: str, root=None, split: str | None = None, transform: Call
     if kind not in _KINDS:
         raise ValueError(f"open_dataset: unknown kind {kind!r}; available: {list_datasets()}")
     cls = _KINDS[kind][0]
-    kwargs: dict[str, Any] = dict(options)
-    if split is not None:
-        kwargs["split"] = split
+    kwargs: dict[str, Any] = dict(options, split=split)
     if kind == "synth":
         if root is not None:
             raise ValueError("open_dataset('synth') takes no root; write files with `depthlib synth --out DIR`")
-        return cls(transform=transform, **kwargs)
+        try:
+            return cls(transform=transform, **kwargs)
+        except TypeError as err:
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise ValueError(f"open_dataset('synth'): {err}") from None
     try:
         return cls(root, transform=transform, **kwargs)
     except TypeError as err:
-        # An unknown keyword: say which kind refused it instead of a bare signature error.
+        if "unexpected keyword argument" not in str(err):
+            raise
+        # An unknown option: say which kind refused it instead of a bare signature error.
         raise ValueError(f"open_dataset({kind!r}): {err}") from None

@@ -7,7 +7,6 @@ below 1 mm are invalid.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any, Callable
 
 import torch

@@ -133,14 +133,14 @@ class NYULabeled(DepthDataset):
 
     Args:
         root: the ``.mat`` file, or a folder holding it (and optionally ``splits.mat``).
-        split: ``"all"`` (1449 frames), ``"train"`` (795) or ``"test"`` (654); the last two need ``splits.mat``
-            (looked for beside the ``.mat`` file unless ``splits=`` names it).
+        split: ``"train"`` (795 frames) or ``"test"`` (654) of the official split, which needs ``splits.mat``
+            (looked for beside the ``.mat`` file unless ``splits=`` names it), or ``"all"`` (1449 frames).
     Options: ``eval_crop`` (``None``/``"eigen"``), ``max_depth``, ``splits`` (path).
     """
 
     kind = "nyu_labeled"
 
-    def __init__(self, root, split: str = "all", transform: Callable | None = None, *,
+    def __init__(self, root, split: str = "train", transform: Callable | None = None, *,
                  splits: str | os.PathLike | None = None, eval_crop: str | None = None,
                  max_depth: float = float("inf")) -> None:
         super().__init__(transform)

@@ -24,7 +24,6 @@ Protocols, with their sources:
 from __future__ import annotations
 
 import math
-import random
 from typing import Any, Callable, Sequence
 
 import torch
@@ -34,7 +33,7 @@ from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
     "Compose", "Resize", "CenterCrop", "HorizontalFlip", "RandomHorizontalFlip", "Rotate", "RandomRotation",
-    "RandomScaleDepth", "ColorJitter", "ImageNetNormalize", "fastdepth_val_transform",
+    "RandomScaleDepth", "ColorJitter", "ImageNetNormalize", "resize_sample", "scale_depth", "fastdepth_val_transform",
     "fastdepth_train_transform", "mai2021_transform", "diw_transform",
 ]
 

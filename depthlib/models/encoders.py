@@ -207,7 +207,7 @@ def _torchvision_imagenet_state(name: str, arch: str) -> dict[str, torch.Tensor]
     cached = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     if not cached.is_file() and not _reachable("download.pytorch.org"):
         raise _offline_error(name, str(cached))
-    return weights.get_state_dict(progress=False)
+    return weights.get_state_dict(progress=False, weights_only=True)
 
 
 def _timm_pretrained_overlay(name: str, arch: str) -> dict[str, Any]:
