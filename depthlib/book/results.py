@@ -110,7 +110,7 @@ def load_results(profile: str | None = None, results_dir: str | os.PathLike | No
     root = pathlib.Path(results_dir) if results_dir is not None else _paths.results_dir()
     pattern = f"{profile}/*.csv" if profile else "*/*.csv"
     # seeds ("0,1") and data are text; empty value/spread cells are NaN.
-    frames = [pd.read_csv(p, dtype={"seeds": str, "data": str, "key": str}, keep_default_na=False,
+    frames = [pd.read_csv(p, dtype={"seeds": str, "data": str, "key": str, "notebook": str, "profile": str}, keep_default_na=False,
                           na_values={"value": ["", "nan", "NaN"], "spread": ["", "nan", "NaN"]})
               for p in sorted(root.glob(pattern))]
     if not frames:

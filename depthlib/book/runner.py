@@ -105,6 +105,12 @@ def chapter_stamp(root: pathlib.Path, name: str, profile: str) -> str:
         "nyu_data": str(_paths.find_nyu_data()),
         "code": code_version(),
     }
+    # A chapter that reads other chapters' results (the scorecard) declares it in its notebook metadata,
+    # ``{"depthlib": {"reads_results": true}}``; then those results are part of what it depends on.
+    source_meta = json.loads((root / "notebooks" / f"{name}.ipynb").read_text()).get("metadata", {})
+    if source_meta.get("depthlib", {}).get("reads_results"):
+        results = sorted(p for p in (_paths.results_dir() / profile).glob("*.csv") if p.stem != name)
+        parts["results"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in results}
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
