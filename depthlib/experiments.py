@@ -268,6 +268,46 @@ def run_grid(runs: Iterable[Mapping[str, Any]], fn: Callable[..., Mapping[str, A
 
 
 # ------------------------------------------------------------------------------------------------ one run
+def resolve_pretrained(encoder: str, pretrained: str | None) -> str | None:
+    """What a chapter's ``pretrained`` setting means for one encoder, as ``create_model`` takes it.
+
+    - ``None`` or ``"none"``: random initialisation (``None``).
+    - ``"auto"``: the converted ImageNet weights file (``../shared/weights`` or ``data/weights``, see
+      :func:`depthlib.book.find_weights`) when one exists for this encoder, else random initialisation.
+    - ``"imagenet"``: that file when present, else ``"imagenet"`` (the torchvision/timm weight API, which needs
+      internet or a populated cache, and fails at once with a clear message otherwise).
+    - anything else: a path to a state dict, returned as it is.
+
+    Args:
+        encoder: an encoder name of :func:`depthlib.models.encoders.list_encoders` (aliases accepted).
+        pretrained: the setting.
+
+    Returns:
+        ``None``, ``"imagenet"`` or a path (str).
+    """
+    from depthlib.book import find_weights
+    from depthlib.models.encoders import converted_weights_name
+
+    if pretrained in (None, "none"):
+        return None
+    if pretrained not in ("auto", "imagenet"):
+        return str(pretrained)
+    filename = converted_weights_name(encoder)
+    local = find_weights(filename) if filename else None
+    if local is not None:
+        return str(local)
+    return "imagenet" if pretrained == "imagenet" else None
+
+
+def pretrained_spec(pretrained: str | None) -> dict[str, Any]:
+    """What ``pretrained`` resolves to for every encoder with converted weights: part of a cache key, so a
+    result trained from random init is not reused once the weights files appear (or the other way round)."""
+    from depthlib.models.encoders import CONVERTED_IMAGENET_WEIGHTS
+
+    return {"setting": pretrained,
+            "files": {enc: resolve_pretrained(enc, pretrained) for enc in sorted(CONVERTED_IMAGENET_WEIGHTS)}}
+
+
 def _build(model: str | Callable[[], nn.Module], seed: int, pretrained_encoder: Any,
            overrides: Mapping[str, Any] | None) -> nn.Module:
     # The decoder's random init is part of what a seed varies: seed before building the model.
@@ -278,6 +318,11 @@ def _build(model: str | Callable[[], nn.Module], seed: int, pretrained_encoder: 
         return model()
     from depthlib.models import create_model
 
+    if pretrained_encoder in ("auto", "imagenet"):
+        # the preset decides its encoder: build once to read its name, then again with the weights it resolves to
+        encoder = create_model(model, **dict(overrides or {})).encoder.name
+        pretrained_encoder = resolve_pretrained(encoder, pretrained_encoder)
+        torch.manual_seed(seed)
     return create_model(model, pretrained_encoder=pretrained_encoder, **dict(overrides or {}))
 
 

@@ -307,3 +307,29 @@ def test_chapter_data_with_the_real_nyu_pairs(shared_nyu_data):
     data = chapter_data("synth", size=(32, 64), n_train=2, n_val=2, nyu_root=shared_nyu_data)
     assert data["primary"] == "nyu" and data["evaluations"]["nyu"][0]["depth"].shape == (1, 32, 64)
     assert data["spec"]["nyu"] == len(data["evaluations"]["nyu"]) > 0
+
+
+def test_resolve_pretrained_prefers_converted_local_weights(tmp_path, monkeypatch):
+    from depthlib.experiments import pretrained_spec, resolve_pretrained
+
+    monkeypatch.setenv("DEPTHLIB_SHARED", str(tmp_path))
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "mobilenet_v1_imagenet_from_tflite.pth").write_bytes(b"")
+    local = str((tmp_path / "weights" / "mobilenet_v1_imagenet_from_tflite.pth").resolve())
+    assert resolve_pretrained("mobilenet", "auto") == local
+    assert resolve_pretrained("mobilenet_v1", "imagenet") == local
+    assert resolve_pretrained("resnet18", "imagenet") == "imagenet"  # no converted file: the weight API
+    assert resolve_pretrained("mobilenet", "none") is None
+    assert resolve_pretrained("mobilenet", "/some/file.pth") == "/some/file.pth"
+    assert pretrained_spec("auto")["files"]["mobilenet_v1"] == local
+
+
+def test_resolve_pretrained_auto_is_random_init_without_files(tmp_path, monkeypatch):
+    from depthlib.book import _paths
+    from depthlib.experiments import resolve_pretrained
+
+    monkeypatch.setenv("DEPTHLIB_SHARED", str(tmp_path))
+    monkeypatch.setattr(_paths, "project_root", lambda: tmp_path / "project")
+    assert resolve_pretrained("mobilenet", "auto") is None
+    assert resolve_pretrained("mobilenet", "imagenet") == "imagenet"
+    assert resolve_pretrained("resnet18", "auto") is None

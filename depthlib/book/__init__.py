@@ -19,14 +19,14 @@ through papermill and builds the HTML (see :mod:`depthlib.book.runner`).
 
 from __future__ import annotations
 
-from ._paths import find_nyu_data, find_shared, project_root
+from ._paths import find_nyu_data, find_shared, find_weights, project_root
 from .cache import cache_path, cached, code_version, load_cached
 from .params import Params, ParameterError, list_profiles, load_profile, profile_values, setup
 from .results import RESULT_COLUMNS, load_results, record_results, results_path
 
 __all__ = [
     "Params", "ParameterError", "RESULT_COLUMNS", "add_subcommands", "cache_path", "cached", "code_version",
-    "find_nyu_data", "find_shared", "list_profiles", "load_cached", "load_profile", "load_results", "profile_values",
+    "find_nyu_data", "find_shared", "find_weights", "list_profiles", "load_cached", "load_profile", "load_results", "profile_values",
     "project_root", "record_results", "results_path", "setup",
 ]
 

@@ -76,6 +76,23 @@ def find_shared(name: str, marker: str = "") -> pathlib.Path | None:
     return None
 
 
+def find_weights(filename: str) -> pathlib.Path | None:
+    """A weights file, ``filename``, or None when absent.
+
+    Searched in ``$DEPTHLIB_SHARED/weights``, ``<root>/../shared/weights`` (beside a developer's checkout) and
+    ``<root>/data/weights`` (where a reader puts converted weights).
+    """
+    root = project_root()
+    candidates = []
+    if os.environ.get("DEPTHLIB_SHARED"):
+        candidates.append(pathlib.Path(os.environ["DEPTHLIB_SHARED"]).expanduser() / "weights")
+    candidates += [root.parent / "shared" / "weights", root / "data" / "weights"]
+    for folder in candidates:
+        if (folder / filename).is_file():
+            return (folder / filename).resolve()
+    return None
+
+
 def find_nyu_data() -> pathlib.Path | None:
     """The DenseDepth-layout NYU samples (``nyu_data/`` with ``data/nyu2_test.csv``), or None when absent.
 

@@ -34,6 +34,7 @@ import hashlib
 import os
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -545,7 +546,7 @@ def _tune_allocator() -> None:
 
 
 def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240, 320), scene: str = "indoor",
-                 *, shadow_stride: int = 4) -> dict[str, torch.Tensor]:
+                 *, shadow_stride: int = 4, workers: int | None = None) -> dict[str, torch.Tensor]:
     """Render frames ``indices`` of the procedural sequence ``seed``.
 
     Args:
@@ -553,6 +554,8 @@ def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240
         size: ``(H, W)`` of the frames.
         scene: ``"indoor"`` or ``"outdoor"``.
         shadow_stride: shadow rays are traced every ``shadow_stride`` pixels and linearly upsampled.
+        workers: frames rendered concurrently by threads of this process (torch releases the GIL inside
+            its kernels); default: the number of CPU cores, capped by the number of frames.
 
     Returns:
         dict with ``image (B, 3, H, W)`` float32 in [0, 1] (multiples of 1/255), ``depth (B, 1, H, W)``
@@ -576,7 +579,17 @@ def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240
     if threads != 1:
         torch.set_num_threads(1)
     try:
-        frames = [_render(seed, index, (h, w), scene, shadow_stride) for index in indices]
+        if workers is None:
+            # inside a DataLoader worker the loader already spreads frames over the cores
+            in_loader = torch.utils.data.get_worker_info() is not None
+            workers = 1 if in_loader else (os.cpu_count() or 1)
+        workers = min(len(indices), workers)
+        if workers > 1:
+            # Frames are independent: one per thread uses every core while each op stays single-threaded.
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                frames = list(pool.map(lambda index: _render(seed, index, (h, w), scene, shadow_stride), indices))
+        else:
+            frames = [_render(seed, index, (h, w), scene, shadow_stride) for index in indices]
         return {key: torch.cat([f[key] for f in frames]) for key in frames[0]}
     finally:
         if threads != 1:

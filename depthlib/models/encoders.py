@@ -103,6 +103,19 @@ ENCODER_ALIASES: dict[str, str] = {
 }
 
 
+# ImageNet weights converted from Google's TFLite releases (see ../shared/weights/README.md): file names by
+# encoder. They load by path with ``create_encoder(name, weights=path)`` and expect ImageNet normalisation.
+CONVERTED_IMAGENET_WEIGHTS: dict[str, str] = {
+    "mobilenet_v1": "mobilenet_v1_imagenet_from_tflite.pth",
+    "mobilenet_v2": "mobilenet_v2_imagenet_from_tflite.pth",
+}
+
+
+def converted_weights_name(name: str) -> str | None:
+    """File name of the converted ImageNet weights of encoder ``name`` (aliases accepted), or None."""
+    return CONVERTED_IMAGENET_WEIGHTS.get(_resolve(name))
+
+
 class Encoder(nn.Module):
     """A backbone returning features at strides 2, 4, 8, 16, 32.
 
