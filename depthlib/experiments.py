@@ -308,6 +308,23 @@ def pretrained_spec(pretrained: str | None) -> dict[str, Any]:
             "files": {enc: resolve_pretrained(enc, pretrained) for enc in sorted(CONVERTED_IMAGENET_WEIGHTS)}}
 
 
+def describe_pretrained(pretrained: str | None) -> str:
+    """The encoders' initialisation in words, for the provenance column of reproduced numbers.
+
+    Example: ``"init: ImageNet (TFLite-converted file) for mobilenet_v1, mobilenet_v2; random otherwise"``.
+    """
+    files = pretrained_spec(pretrained)["files"]
+    local = sorted(enc for enc, value in files.items() if value not in (None, "imagenet"))
+    if pretrained in (None, "none"):
+        return "init: random"
+    if pretrained not in ("auto", "imagenet"):
+        return f"init: {pretrained}"
+    rest = "random" if pretrained == "auto" else "ImageNet (torchvision/timm weights)"
+    if not local:
+        return f"init: {rest}"
+    return f"init: ImageNet (TFLite-converted file) for {', '.join(local)}; {rest} otherwise"
+
+
 def _build(model: str | Callable[[], nn.Module], seed: int, pretrained_encoder: Any,
            overrides: Mapping[str, Any] | None) -> nn.Module:
     # The decoder's random init is part of what a seed varies: seed before building the model.

@@ -333,3 +333,16 @@ def test_resolve_pretrained_auto_is_random_init_without_files(tmp_path, monkeypa
     assert resolve_pretrained("mobilenet", "auto") is None
     assert resolve_pretrained("mobilenet", "imagenet") == "imagenet"
     assert resolve_pretrained("resnet18", "auto") is None
+
+
+def test_describe_pretrained_names_the_initialisation(tmp_path, monkeypatch):
+    from depthlib.book import _paths
+    from depthlib.experiments import describe_pretrained
+
+    monkeypatch.setenv("DEPTHLIB_SHARED", str(tmp_path))
+    monkeypatch.setattr(_paths, "project_root", lambda: tmp_path / "project")
+    assert describe_pretrained("none") == "init: random"
+    assert describe_pretrained("auto") == "init: random"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "mobilenet_v2_imagenet_from_tflite.pth").write_bytes(b"")
+    assert describe_pretrained("auto") == "init: ImageNet (TFLite-converted file) for mobilenet_v2; random otherwise"
