@@ -139,20 +139,16 @@ def chapter_data(train: str, *, size: Sequence[int], n_train: int, n_val: int, s
         evaluations["synth"] = _synth_samples("val", n_val, size, seed, scene)
         parts.append(f"train: synth {scene} {len(train_set)} @{size[0]}x{size[1]} (data seed {seed}); "
                      f"eval: synth val {n_val}")
-    elif train == "nyu_h5":
-        train_set = head(open_dataset("nyu_h5", train_root, split="train",
-                                      transform=fastdepth_train_transform(size)), n_train)
-        evaluations["nyu_h5_val"] = head(open_dataset("nyu_h5", train_root, split="val",
-                                                      transform=fastdepth_val_transform(size)), n_val)
-        parts.append(f"train: NYU h5 {len(train_set)} @{size[0]}x{size[1]}; eval: NYU h5 val "
-                     f"{len(evaluations['nyu_h5_val'])}")
     else:
-        train_set = head(open_dataset("nyu_labeled", train_root, split="train",
+        # the real training sets, each evaluated on its own held-out split (FastDepth's val, the labeled test)
+        title, eval_split = {"nyu_h5": ("NYU h5", "val"), "nyu_labeled": ("NYU labeled", "test")}[train]
+        name = f"{train}_{eval_split}"
+        train_set = head(open_dataset(train, train_root, split="train",
                                       transform=fastdepth_train_transform(size)), n_train)
-        evaluations["nyu_labeled_test"] = head(open_dataset("nyu_labeled", train_root, split="test",
-                                                            transform=fastdepth_val_transform(size)), n_val)
-        parts.append(f"train: NYU labeled {len(train_set)} @{size[0]}x{size[1]}; eval: NYU labeled test "
-                     f"{len(evaluations['nyu_labeled_test'])}")
+        evaluations[name] = head(open_dataset(train, train_root, split=eval_split,
+                                              transform=fastdepth_val_transform(size)), n_val)
+        parts.append(f"train: {title} {len(train_set)} @{size[0]}x{size[1]}; eval: {title} {eval_split} "
+                     f"{len(evaluations[name])}")
     if nyu_root is not None:
         evaluations["nyu"] = _materialize(open_dataset("nyu_png", nyu_root, split="test",
                                                        transform=fastdepth_val_transform(size)))
