@@ -371,8 +371,8 @@ def test_data_chapter_uses_the_real_samples_when_present(shared_nyu_data, shared
     assert "Data: `nyu_data`" in table
     results = book.load_results("smoke", results_dir=tmp_path / "results").set_index("key")
     # FastDepth's own prediction on its deploy sample: RMSE 0.618 m, delta1 0.777 (data/README.md).
-    assert results.loc["fastdepth/deploy-sample/rmse", "value"] == pytest.approx(0.618, abs=1e-3)
-    assert results.loc["fastdepth/deploy-sample/delta1", "value"] == pytest.approx(0.777, abs=1e-3)
+    assert results.loc["fastdepth/ours/deploy-sample/rmse", "value"] == pytest.approx(0.618, abs=1e-3)
+    assert results.loc["fastdepth/ours/deploy-sample/delta1", "value"] == pytest.approx(0.777, abs=1e-3)
     assert set(results["profile"]) == {"smoke"} and set(results["notebook"]) == {"02_data"}
 
 
