@@ -18,8 +18,10 @@ Depth is the camera z (not the ray length), float32 metres.
 
 Speed: camera rays are grouped in 16x16 tiles and each object is intersected only on the tiles its
 projected bounding box touches (a batched pair list, merged with an exact integer ``amin``); shading runs
-once per pixel on the nearest hit. ``render_batch`` renders several frames in one pass, and raises glibc's
-malloc thresholds once per process (see ``_tune_allocator``; ``DEPTHLIB_NO_MALLOPT=1`` disables it).
+once per pixel on the nearest hit. ``render_batch`` draws the parameters and tile lists of all its frames in one
+batched pass, renders the pixels of one or two frames per thread (few, large ops: the threads share the GIL
+between ops), and raises glibc's malloc thresholds once per process (see ``_tune_allocator``;
+``DEPTHLIB_NO_MALLOPT=1`` disables it).
 
 Determinism: scene parameters come from a ``torch.Generator`` seeded with a hash of ``(seed, index)``; pixel
 math uses only IEEE-exact float32 operations (+, -, *, /, sqrt, min, max, floor) and integer hashing, with no
@@ -106,11 +108,13 @@ class _Scene:
     noise_seed: torch.Tensor  # (B, 1) int32
 
 
-# Rows of _Scene.table (one column per object; object 0 is the room, or the ground outdoors). "box" is +1 for
+# Rows of _Scene.table (one column per object; object 0 is the room, or the ground outdoors). "dr", "dg", "db"
+# are the pattern colour minus the base colour (c2 - c1), subtracted once per object rather than per pixel.
+# "box" is +1 for
 # a box seen from outside, -1 for the room seen from inside (its normals point inwards), 0 otherwise; "sph"
 # and "cyl" are 1 for spheres and cylinders: float flags, so shading selects per pixel with products.
 _FIELDS = ("cx", "cy", "cz", "hx", "hy", "hz", "cos", "sin", "box", "sph", "cyl",
-           "r1", "g1", "b1", "r2", "g2", "b2", "freq", "k_grid", "k_wood", "k_noise", "grid_v")
+           "r1", "g1", "b1", "dr", "dg", "db", "freq", "k_grid", "k_wood", "k_noise", "grid_v")
 _F = {name: i for i, name in enumerate(_FIELDS)}
 
 
@@ -285,7 +289,7 @@ def _assemble(b, centers, halves, yaws, types, c1, c2, mat, nb, ns, nc, cam, rot
     cos, sin = torch.cos(yaws).float(), torch.sin(yaws).float()
     flags = torch.stack([(types == _TYPE_BOX).float() - (types == _TYPE_INSIDE).float(),
                          (types == _TYPE_SPHERE).float(), (types == _TYPE_CYL).float()], -1)
-    table = torch.cat([centers, halves, cos.unsqueeze(-1), sin.unsqueeze(-1), flags, c1, c2, mat], -1)
+    table = torch.cat([centers, halves, cos.unsqueeze(-1), sin.unsqueeze(-1), flags, c1, c2 - c1, mat], -1)
     noise_seed = (draw(1) * 65535).to(torch.int32) * 1664525
     return _Scene(cam, rot, table.transpose(1, 2).contiguous(), nb, ns, nc, lights, ambient, outdoor, noise_seed)
 
@@ -300,12 +304,14 @@ def _keys(t: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
 
 
 def _col(prm: torch.Tensor, name: str) -> torch.Tensor:
-    return prm[:, _F[name]:_F[name] + 1]  # (N, 1)
+    """One attribute of ``prm (N, F, 1)`` (one object per ray row) or ``(B, F, k, 1)`` (k objects per frame):
+    ``(N, 1)`` or ``(B, k, 1)``, which broadcasts against rays ``o[:, 0]`` of ``(N, P)`` or ``(B, 1, P)``."""
+    return prm[:, _F[name]]
 
 
 def _box_keys(o: torch.Tensor, d: torch.Tensor, prm: torch.Tensor, eps: float) -> torch.Tensor:
-    """Rays ``o (N, 3, 1|P)``, ``d (N, 3, P)`` against one yaw-rotated box per row ``prm (N, F)``: slab test in
-    the box frame. Returns ``(N, P)`` keys."""
+    """Rays ``o (N, 3, 1|P)``, ``d (N, 3, P)`` against one yaw-rotated box per row ``prm (N, F, 1)``: slab test
+    in the box frame. Returns ``(N, P)`` keys (or ``(B, k, P)``, see :func:`_col`)."""
     co, si = _col(prm, "cos"), _col(prm, "sin")
     hx, hy, hz = _col(prm, "hx"), _col(prm, "hy"), _col(prm, "hz")
     rx, ry, rz = o[:, 0] - _col(prm, "cx"), o[:, 1] - _col(prm, "cy"), o[:, 2] - _col(prm, "cz")
@@ -390,16 +396,16 @@ def _trace_all(o: torch.Tensor, d: torch.Tensor, sc: _Scene, eps: float) -> torc
     """Every ray against every object except object 0 (shadow rays). ``o, d: (B, 3, P)`` -> ``(B, P)`` keys
     of the nearest hit, object index in the low bits."""
     b, _, p = d.shape
-    table = sc.table.transpose(1, 2)  # (B, K, F)
     best = None
     for s0, e, fn in _object_ranges(sc):
         k = e - s0
         if k == 0:
             continue
-        prm = table[:, s0:e].reshape(b * k, -1)
-        oo = o.unsqueeze(1).expand(b, k, 3, o.shape[-1]).reshape(b * k, 3, o.shape[-1])
-        dd = d.unsqueeze(1).expand(b, k, 3, p).reshape(b * k, 3, p)
-        keys = fn(oo, dd, prm, eps).view(b, k, p) | torch.arange(s0, e, dtype=torch.int32).view(1, k, 1)
+        # Rays (B, 3, 1, P) against objects (B, F, k, 1) by broadcasting: the k objects of a kind share each
+        # frame's rays without copying them k times, and per-ray terms (1 / dy, ...) are computed once.
+        prm = sc.table[:, :, s0:e].unsqueeze(-1)
+        keys = fn(o.unsqueeze(2), d.unsqueeze(2), prm, eps).expand(b, k, p)
+        keys = keys | torch.arange(s0, e, dtype=torch.int32).view(1, k, 1)
         keys = keys.amin(1)
         best = keys if best is None else torch.minimum(best, keys)
     return best
@@ -437,23 +443,18 @@ def _screen_bounds(sc: _Scene, intr: Sequence[float], h: int, w: int) -> torch.T
 _TILE = 16
 
 
-def _trace_primary(sc: _Scene, d_tiles: torch.Tensor, o: torch.Tensor, bounds: torch.Tensor, n_ty: int,
-                   n_tx: int, eps: float) -> torch.Tensor:
-    """Camera rays, culled by tiles: each object is tested only on the 16x16 tiles its screen bounds touch.
+def _tile_pairs(sc: _Scene, bounds: torch.Tensor, n_ty: int, n_tx: int) -> list[tuple]:
+    """The (frame, object, tile) triples of the primary pass: each object is tested only on the 16x16 tiles
+    its screen ``bounds`` (``(B, K, 4)`` from :func:`_screen_bounds`) touch.
 
-    Args:
-        d_tiles: ``(B * n_ty * n_tx, 3, 256)`` ray directions grouped by tile. o: ``(B, 3, 1)``.
-        bounds: ``(B, K, 4)`` from :func:`_screen_bounds`.
-    Returns:
-        ``(B * n_ty * n_tx, 256)`` keys of the nearest hit, object index in the low bits.
-    """
-    b = o.shape[0]
-    n_tiles = n_ty * n_tx
+    Returns per object kind ``(fn, frame (M,), tile (M,) within its frame, object (M, 1) int32, parameters
+    (M, F, 1))``, sorted by frame (see :func:`_group_pairs`)."""
+    b = bounds.shape[0]
     ty = torch.arange(n_ty, dtype=torch.float32) * _TILE
     tx = torch.arange(n_tx, dtype=torch.float32) * _TILE
-    zbuf = _enclosure_keys(o.repeat_interleave(n_tiles, 0), d_tiles, sc, eps, repeat=n_tiles)
     table = sc.table.transpose(1, 2)  # (B, K, F)
     k_total = table.shape[1]
+    out = []
     for s0, e, fn in _object_ranges(sc):
         if e == s0:
             continue
@@ -461,13 +462,37 @@ def _trace_primary(sc: _Scene, d_tiles: torch.Tensor, o: torch.Tensor, bounds: t
         rows = (bd[..., 0:1] < ty + _TILE) & (bd[..., 1:2] > ty)  # (B, k, n_ty)
         cols = (bd[..., 2:3] < tx + _TILE) & (bd[..., 3:4] > tx)  # (B, k, n_tx)
         pairs = (rows.unsqueeze(-1) & cols.unsqueeze(-2)).nonzero()  # (M, 4): frame, object, tile row, col
-        if pairs.shape[0] == 0:
-            continue
         fb, fk = pairs[:, 0], pairs[:, 1] + s0
-        tile = fb * n_tiles + pairs[:, 2] * n_tx + pairs[:, 3]
-        prm = table.reshape(b * k_total, -1).index_select(0, fb * k_total + fk)
-        keys = fn(o.index_select(0, fb), d_tiles.index_select(0, tile), prm, eps)
-        keys = keys | fk.to(torch.int32).unsqueeze(1)
+        prm = table.reshape(b * k_total, -1).index_select(0, fb * k_total + fk).unsqueeze(-1)
+        out.append((fn, fb, pairs[:, 2] * n_tx + pairs[:, 3], fk.to(torch.int32).unsqueeze(1), prm))
+    return out
+
+
+def _group_pairs(pairs: list[tuple], i: int, j: int, n_tiles: int) -> list[tuple]:
+    """The pairs of :func:`_tile_pairs` on frames ``i:j``, as ``(fn, frame, tile, object, parameters)`` with
+    frame and tile numbered within the group."""
+    out = []
+    for fn, fb, tile, fk, prm in pairs:
+        lo, hi = torch.searchsorted(fb, torch.tensor([i, j])).tolist()  # nonzero() lists frames in order
+        if lo < hi:
+            f = fb[lo:hi] - i
+            out.append((fn, f, f * n_tiles + tile[lo:hi], fk[lo:hi], prm[lo:hi]))
+    return out
+
+
+def _trace_primary(sc: _Scene, d_tiles: torch.Tensor, o: torch.Tensor, pairs: list[tuple], n_tiles: int,
+                   eps: float) -> torch.Tensor:
+    """Camera rays, culled by tiles: each object is tested only on the tiles of its ``pairs``.
+
+    Args:
+        d_tiles: ``(B * n_tiles, 3, 256)`` ray directions grouped by tile. o: ``(B, 3, 1)``.
+        pairs: from :func:`_group_pairs`.
+    Returns:
+        ``(B * n_tiles, 256)`` keys of the nearest hit, object index in the low bits.
+    """
+    zbuf = _enclosure_keys(o.repeat_interleave(n_tiles, 0), d_tiles, sc, eps, repeat=n_tiles)
+    for fn, fb, tile, fk, prm in pairs:
+        keys = fn(o.index_select(0, fb), d_tiles.index_select(0, tile), prm, eps) | fk
         with warnings.catch_warnings():  # "index_reduce is in beta": its amin is exact, hence deterministic
             warnings.simplefilter("ignore", UserWarning)
             zbuf.index_reduce_(0, tile, keys, "amin")
@@ -572,7 +597,7 @@ def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240
     if not indices:
         raise ValueError("synth: indices is empty")
     _tune_allocator()
-    # One frame at a time on one thread: a frame's tensors fit the caches, and OpenMP's fork/join on
+    # A frame (or two, see below) at a time on one thread: its tensors fit the caches, and OpenMP's fork/join on
     # ~76800-element ops costs more than it saves (on a shared 2-core CPU, 2 threads measured 100x slower).
     # Every operation is per pixel, so the bytes do not depend on threads or grouping.
     threads = torch.get_num_threads()
@@ -583,30 +608,60 @@ def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240
             # inside a DataLoader worker the loader already spreads frames over the cores
             in_loader = torch.utils.data.get_worker_info() is not None
             workers = 1 if in_loader else (os.cpu_count() or 1)
-        workers = min(len(indices), workers)
+        # The per-frame parameters are a few hundred tiny ops: done once for all frames here, not per frame
+        # in the threads, where each op would hand the GIL back and forth (with 2 threads on 2 cores such
+        # tiny ops ran 2x slower than on one). Every op is per frame (row), so batching keeps the bytes.
+        with torch.inference_mode():
+            sc = _make_scenes(seed, indices, scene)
+            bounds = _screen_bounds(sc, scene_intrinsics(scene, (h, w)).tolist(), h, w)
+            n_ty, n_tx = -(-h // _TILE), -(-w // _TILE)
+            pairs = _tile_pairs(sc, bounds, n_ty, n_tx)
+        n = len(indices)
+        # With several threads, frames go in pairs: half the ops per frame, hence half the GIL hand-offs, for
+        # tensors (2 x 76800 pixels at 240x320) that still mostly fit a core's L2 (measured on 2 cores: pairs
+        # ~5% faster than single frames, groups of 4 or 8 slower). Alone, one frame at a time is fastest.
+        group = 2 if min(n, workers) > 1 and n >= 2 * workers else 1
+        groups = [(i, min(n, i + group)) for i in range(0, n, group)]
+        workers = min(len(groups), workers)
+        with torch.inference_mode():
+            jobs = [(_frames(sc, i, j), _group_pairs(pairs, i, j, n_ty * n_tx)) for i, j in groups]
+
+        def render(job: tuple[_Scene, list[tuple]]) -> dict[str, torch.Tensor]:
+            return _render(job[0], job[1], (h, w), scene, shadow_stride)
+
         if workers > 1:
             # Frames are independent: one per thread uses every core while each op stays single-threaded.
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                frames = list(pool.map(lambda index: _render(seed, index, (h, w), scene, shadow_stride), indices))
+                frames = list(pool.map(render, jobs))
         else:
-            frames = [_render(seed, index, (h, w), scene, shadow_stride) for index in indices]
+            frames = [render(job) for job in jobs]
         return {key: torch.cat([f[key] for f in frames]) for key in frames[0]}
     finally:
         if threads != 1:
             torch.set_num_threads(threads)
 
 
-def _render(seed: int, index: int, size: tuple[int, int], scene: str, shadow_stride: int) -> dict[str, torch.Tensor]:
-    """One frame of :func:`render_batch` (the code keeps a leading batch dimension of 1)."""
+def _make_scenes(seed: int, indices: Sequence[int], scene: str) -> _Scene:
+    """Parameters of frames ``indices``, batched (each row depends only on ``(seed, index, scene)``)."""
+    u = torch.empty(len(indices), _N_RANDOM)
+    for row, index in enumerate(indices):
+        g = torch.Generator().manual_seed(_frame_seed(seed, index, scene))
+        u[row] = torch.rand(_N_RANDOM, generator=g)
+    return _outdoor(u) if scene == "outdoor" else _indoor(u)
+
+
+def _frames(sc: _Scene, i: int, j: int) -> _Scene:
+    """Frames ``i:j`` of a batched :class:`_Scene` (views)."""
+    return _Scene(sc.cam_pos[i:j], sc.cam_rot[i:j], sc.table[i:j], sc.n_box, sc.n_sph, sc.n_cyl, sc.lights[i:j],
+                  sc.ambient[i:j], sc.outdoor, sc.noise_seed[i:j])
+
+
+def _render(sc: _Scene, pairs: list[tuple], size: tuple[int, int], scene: str,
+            shadow_stride: int) -> dict[str, torch.Tensor]:
+    """Pixels of the frames of ``sc`` (tile ``pairs`` from :func:`_group_pairs`) for :func:`render_batch`."""
     h, w = size
-    indices = [index]
-    b, p = len(indices), h * w
+    b, p = sc.table.shape[0], h * w
     with torch.inference_mode():
-        u = torch.empty(b, _N_RANDOM)
-        for row, index in enumerate(indices):
-            g = torch.Generator().manual_seed(_frame_seed(seed, index, scene))
-            u[row] = torch.rand(_N_RANDOM, generator=g)
-        sc = _outdoor(u) if scene == "outdoor" else _indoor(u)
         intr = scene_intrinsics(scene, (h, w)).tolist()
         fx, fy, cx, cy = intr
         n_ty, n_tx = -(-h // _TILE), -(-w // _TILE)
@@ -620,7 +675,7 @@ def _render(seed: int, index: int, size: tuple[int, int], scene: str, shadow_str
         d_tiles = (d_pad.view(b, 3, n_ty, _TILE, n_tx, _TILE).permute(0, 2, 4, 1, 3, 5)
                    .reshape(b * n_ty * n_tx, 3, _TILE * _TILE))
         o = sc.cam_pos.unsqueeze(-1)
-        zbuf = _trace_primary(sc, d_tiles, o, _screen_bounds(sc, intr, h, w), n_ty, n_tx, eps=1e-4)
+        zbuf = _trace_primary(sc, d_tiles, o, pairs, n_ty * n_tx, eps=1e-4)
         keys = (zbuf.view(b, n_ty, n_tx, _TILE, _TILE).permute(0, 1, 3, 2, 4).reshape(b, hp, wp)[:, :h, :w]
                 .reshape(b, p))
         d = d_pad[:, :, :h, :w].reshape(b, 3, p)
@@ -649,10 +704,10 @@ def _render(seed: int, index: int, size: tuple[int, int], scene: str, shadow_str
         amax = torch.maximum(ax, torch.maximum(ay, az))
         cap = fcyl * (ay >= 0.999)
         side = fcyl - cap
-        inv_rho = side / (nx * nx + nz * nz).sqrt().clamp_min(1e-6)
-        lnx = fbox * (ax >= amax) * torch.sign(nx) + (fsph + inv_rho) * nx
+        radial = fsph + side / (nx * nx + nz * nz).sqrt().clamp_min(1e-6)  # sphere: 1, cylinder side: 1/rho
+        lnx = fbox * (ax >= amax) * torch.sign(nx) + radial * nx
         lny = fbox * (ay >= amax) * torch.sign(ny) + fsph * ny + cap * torch.sign(ny)
-        lnz = fbox * (az >= amax) * torch.sign(nz) + (fsph + inv_rho) * nz
+        lnz = fbox * (az >= amax) * torch.sign(nz) + radial * nz
         # Back to world: inverse yaw.
         wnx, wnz = co * lnx - si * lnz, si * lnx + co * lnz
         wny = lny
@@ -670,15 +725,18 @@ def _render(seed: int, index: int, size: tuple[int, int], scene: str, shadow_str
         wood = ((ring - ring.floor()) < 0.35).float()
         pattern = (at("k_grid") * grid + at("k_wood") * wood + at("k_noise") * (noise - 0.5)).clamp(0.0, 1.0)
         c1 = attr[_F["r1"]:_F["b1"] + 1, :, 0].transpose(0, 1)  # (B, 3, P)
-        c2 = attr[_F["r2"]:_F["b2"] + 1, :, 0].transpose(0, 1)
-        albedo = c1 + (c2 - c1) * pattern
+        dc = attr[_F["dr"]:_F["db"] + 1, :, 0].transpose(0, 1)
+        albedo = c1 + dc * pattern
 
         # Lambertian shading.
-        shade = sc.ambient.view(b, 1, 1).expand(b, 1, p).clone()
-        n_world = torch.cat([wnx, wny, wnz], 1)
+        shade = sc.ambient.view(b, 1, 1)  # + each light's diffuse term (broadcasts to (B, 1, P))
         hs, ws = (h + shadow_stride - 1) // shadow_stride, (w + shadow_stride - 1) // shadow_stride
-        sub = pw.view(b, 3, h, w)[:, :, ::shadow_stride, ::shadow_stride].reshape(b, 3, -1)
-        nsub = n_world.view(b, 3, h, w)[:, :, ::shadow_stride, ::shadow_stride].reshape(b, 3, -1)
+
+        def coarse(x: torch.Tensor) -> torch.Tensor:  # the shadow-ray grid of (B, c, P) pixels
+            return x.view(b, x.shape[1], h, w)[:, :, ::shadow_stride, ::shadow_stride].reshape(b, x.shape[1], -1)
+
+        sub = coarse(pw)
+        nsub = torch.cat([coarse(wnx), coarse(wny), coarse(wnz)], 1)
         for li in range(sc.lights.shape[1]):
             lp, inten = sc.lights[:, li, :3].view(b, 3, 1), sc.lights[:, li, 3].view(b, 1, 1)
             if sc.outdoor:
@@ -698,13 +756,13 @@ def _render(seed: int, index: int, size: tuple[int, int], scene: str, shadow_str
                 lit = ((sk >= _MISS_BITS) | (ts >= tmax)).float().view(b, hs, ws)
                 diffuse = diffuse * _upsample(lit, shadow_stride, h, w).view(b, 1, p)
             shade = shade + diffuse
-        rgb = (albedo * shade).clamp(0.0, 1.0).sqrt()  # gamma 2
+        rgb = (albedo * shade).clamp_(0.0, 1.0).sqrt_()  # gamma 2 (in place: fewer pixel-sized buffers)
         if sc.outdoor:  # sky gradient where nothing was hit
             up = (d[:, 1:2] / (d[:, 0:1] * d[:, 0:1] + d[:, 1:2] * d[:, 1:2] + d[:, 2:3] * d[:, 2:3]).sqrt()).clamp(0.0, 1.0)
             sky = torch.tensor([0.75, 0.85, 0.95]).view(1, 3, 1) - up * torch.tensor([0.35, 0.25, 0.1]).view(1, 3, 1)
             hf = hit.unsqueeze(1).float()
             rgb = rgb * hf + sky * (1.0 - hf)
-        image = ((rgb * 255.0 + 0.5).floor() / 255.0).view(b, 3, h, w)
+        image = rgb.mul_(255.0).add_(0.5).floor_().div_(255.0).view(b, 3, h, w)
         depth = t.view(b, 1, h, w)
         lo, hi = (INDOOR_DEPTH if not sc.outdoor else (1e-3, OUTDOOR_MAX_DEPTH))
         mask = hit.view(b, 1, h, w) & (depth >= lo) & (depth <= hi)
