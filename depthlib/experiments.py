@@ -331,6 +331,8 @@ def _build(model: str | Callable[[], nn.Module], seed: int, pretrained_encoder: 
         return model()
     from depthlib.models import create_model
 
+    if pretrained_encoder == "none":  # a chapter's setting, as the profiles spell it
+        pretrained_encoder = None
     if pretrained_encoder in ("auto", "imagenet"):
         # the preset decides its encoder: build once to read its name, then again with the weights it resolves to
         encoder = create_model(model, **dict(overrides or {})).encoder.name
@@ -425,7 +427,8 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
         evaluations: named evaluation sets; each adds ``<name>_<metric>`` for every metric of
             :func:`depthlib.train.evaluate` (``rmse``, ``delta1``, ...).
         val: validation set evaluated after every epoch by ``fit`` (in ``history``).
-        pretrained_encoder, model_overrides: passed to ``create_model``.
+        pretrained_encoder: ``None``/``"none"``, ``"auto"``, ``"imagenet"`` or a path (see
+            :func:`resolve_pretrained`). model_overrides: passed to ``create_model``.
         predict_on: a few samples whose predictions ``(N, 1, H, W)`` are returned as ``predictions``.
         eval_kwargs: passed to ``evaluate`` (``max_depth``, ``crop``, ``reduction``...).
         edges: also compute :func:`edge_error` on each evaluation set (``<name>_edge_error``, mean over images).

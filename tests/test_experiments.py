@@ -346,3 +346,13 @@ def test_describe_pretrained_names_the_initialisation(tmp_path, monkeypatch):
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "mobilenet_v2_imagenet_from_tflite.pth").write_bytes(b"")
     assert describe_pretrained("auto") == "init: ImageNet (TFLite-converted file) for mobilenet_v2; random otherwise"
+
+
+def test_build_takes_the_profiles_none_as_random_init():
+    import torch
+
+    from depthlib.experiments import _build
+
+    a = _build("fastdepth", 0, "none", {"encoder": "resnet18"})
+    b = _build("fastdepth", 0, None, {"encoder": "resnet18"})
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
