@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PROFILE ?= quick
 
-.PHONY: install test test-fast book html bench clean-book
+.PHONY: install test test-fast book html lab bench clean-book
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements-lock.txt -e '.[book,dev]'
+	$(VENV)/bin/depthlib lab --install-only
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +33,10 @@ book: $(STAMP)
 ## make html: rebuild the HTML from the stored outputs, executing nothing.
 html: $(STAMP)
 	$(VENV)/bin/depthlib book --profile $(PROFILE) --no-execute
+
+## make lab: JupyterLab on the chapters, on the project's own kernel ('depthlib', installed into $(VENV)).
+lab: $(STAMP)
+	$(VENV)/bin/depthlib lab
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_data.py

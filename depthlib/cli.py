@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Modules that contribute sub-commands; a module that is missing an ``add_subcommands`` is skipped.
-_SUBCOMMAND_MODULES = ("depthlib.data.cli", "depthlib.book", "depthlib.profiler")
+_SUBCOMMAND_MODULES = ("depthlib.data.cli", "depthlib.book", "depthlib.book.lab", "depthlib.profiler")
 
 
 def build_parser() -> argparse.ArgumentParser:
