@@ -58,6 +58,8 @@ __all__ = [
     "align_scale_shift",
     "relation_from_depth",
     "whdr",
+    "mai2021_score",
+    "fit_mai2021_constant",
 ]
 
 METRIC_NAMES: tuple[str, ...] = (
@@ -529,3 +531,65 @@ def whdr(
     if float(w.sum()) <= 0:
         raise ValueError("whdr: no pair (or all weights zero)")
     return float((w * wrong).sum() / w.sum())
+
+
+# ------------------------------------------------------------------------------- the MAI 2021 challenge score
+def mai2021_score(si_rmse, runtime_ms, c: float):
+    """The MAI 2021 depth challenge's score: ``2 ** (-20 * si_rmse) / (c * runtime_ms)``.
+
+    Zhang et al. (paper 002, section 4.1) give the formula and not the constant ``c``; recover it from a
+    table of published rows with :func:`fit_mai2021_constant`.
+
+    Args:
+        si_rmse: scale-invariant RMSE (as :func:`depth_metrics` computes it), a float or an array.
+        runtime_ms: the runtime of one 480x640 image in milliseconds (the challenge's Raspberry Pi 4 with
+            TFLite; any runtime in the same unit gives a score on the same scale).
+        c: the normalising constant, ``> 0``.
+
+    Returns:
+        The score, a float for float inputs, else a NumPy array.
+
+    Raises:
+        ValueError: a non-positive runtime or ``c``.
+    """
+    import numpy as np
+
+    si = np.asarray(si_rmse, dtype=np.float64)
+    rt = np.asarray(runtime_ms, dtype=np.float64)
+    if not c > 0:
+        raise ValueError(f"mai2021_score: c must be > 0, got {c!r}")
+    if np.any(~(rt > 0)):
+        raise ValueError(f"mai2021_score: runtime_ms must be > 0, got {runtime_ms!r}")
+    score = np.power(2.0, -20.0 * si) / (c * rt)
+    return float(score) if score.ndim == 0 else score
+
+
+def fit_mai2021_constant(si_rmse, runtime_ms, score) -> tuple[float, "object"]:
+    """The constant ``c`` of :func:`mai2021_score` that a table of published rows implies.
+
+    Each row implies ``c_i = 2 ** (-20 si_rmse_i) / (runtime_i * score_i)``; the fit is their median (a
+    single misprinted row, which Table 2 of paper 002 has, would pull a mean). The spread of the ``c_i``
+    says whether one constant explains the table: rounding of the printed values moves a row by a few
+    tenths of a percent, a typo by far more.
+
+    Args:
+        si_rmse, runtime_ms, score: equal-length sequences of a table's rows (runtime in milliseconds).
+
+    Returns:
+        ``(c, per_row)``: the fitted constant and the NumPy array of the constants each row implies.
+
+    Raises:
+        ValueError: sequences of different lengths, an empty table, or a non-positive runtime or score.
+    """
+    import numpy as np
+
+    si = np.asarray(si_rmse, dtype=np.float64).ravel()
+    rt = np.asarray(runtime_ms, dtype=np.float64).ravel()
+    sc = np.asarray(score, dtype=np.float64).ravel()
+    if not (len(si) == len(rt) == len(sc)) or len(si) == 0:
+        raise ValueError(f"fit_mai2021_constant: need equal, non-empty sequences, got lengths "
+                         f"{len(si)}, {len(rt)}, {len(sc)}")
+    if np.any(~(rt > 0)) or np.any(~(sc > 0)):
+        raise ValueError("fit_mai2021_constant: runtimes and scores must be > 0")
+    per_row = np.power(2.0, -20.0 * si) / (rt * sc)
+    return float(np.median(per_row)), per_row
