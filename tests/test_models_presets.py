@@ -20,16 +20,19 @@ def _build(name: str, **kw) -> torch.nn.Module:
     return create_model(name, **kw)
 
 
+OUTPUT_KINDS = {"midas-small": "inverse_relative", "chen2016-hourglass": "relative"}
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_preset_attributes_and_doc(name):
     model = _build(name)
-    assert model.output_kind == ("inverse_relative" if name == "midas-small" else "metric")
+    assert model.output_kind == OUTPUT_KINDS.get(name, "metric")
     assert isinstance(model.input_multiple, int) and model.input_multiple >= 1
     h, w = model.default_input_size
     assert h % model.input_multiple == 0 and w % model.input_multiple == 0
     doc = model_doc(name)
     assert f"{h}x{w}" in doc, f"{name}: docstring should name its resolution"
-    assert any(k in doc for k in ("Seed", "seed", "FastDepth")), f"{name}: docstring should name its paper"
+    assert any(k in doc for k in ("Seed", "seed", "FastDepth", "yucel2021")), f"{name}: docstring should name its paper"
 
 
 @pytest.mark.parametrize("name", list_models())

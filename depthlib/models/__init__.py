@@ -12,6 +12,7 @@ resolution (``model.default_input_size``). ``model.output_kind`` is ``"metric"``
 """
 
 from depthlib.models.decoders import DECODER_BLOCKS, SKIP_MODES, LightFusionDecoder, MidasSmallDecoder, UNetDecoder
+from depthlib.models import hourglass as _hourglass  # noqa: F401  (registers chen2016-hourglass)
 from depthlib.models.encoders import Encoder, create_encoder, list_encoders, load_state_dict_file
 from depthlib.models.mobilenet_v1 import MobileNetV1
 from depthlib.models.registry import DepthNet, create_model, list_models, load_checkpoint, model_doc, register_model

@@ -27,7 +27,9 @@ class DepthNet(nn.Module):
         name: the preset name (used in error messages).
         input_multiple: the spatial multiple the input must have.
         default_input_size: ``(H, W)`` of the paper the preset reproduces.
-        output_kind: ``"metric"`` (metres) or ``"inverse_relative"`` (MiDaS: relative inverse depth).
+        output_kind: ``"metric"`` (metres), ``"inverse_relative"`` (MiDaS: relative inverse depth) or
+            ``"relative"`` (depth up to an unknown monotonic map, larger = farther: networks trained on ordinal
+            pairs, such as ``chen2016-hourglass``).
         internal_size: when set, the input is resized to this ``(H, W)`` first and the prediction resized back
             (seed 002's fast-downsampling resize layers, both inside the exported graph as in the paper's TFLite).
 
@@ -42,8 +44,8 @@ class DepthNet(nn.Module):
                  default_input_size: tuple[int, int] = (224, 224), output_kind: str = "metric",
                  internal_size: tuple[int, int] | None = None) -> None:
         super().__init__()
-        if output_kind not in ("metric", "inverse_relative"):
-            raise ValueError(f"output_kind={output_kind!r}; valid: 'metric', 'inverse_relative'")
+        if output_kind not in ("metric", "inverse_relative", "relative"):
+            raise ValueError(f"output_kind={output_kind!r}; valid: 'metric', 'inverse_relative', 'relative'")
         self.encoder = encoder
         self.decoder = decoder
         self.name = name
