@@ -25,6 +25,7 @@ import yaml
 import depthlib.book as book
 from depthlib.book import cache as cache_module
 from depthlib.book import runner
+from depthlib.reported import load_results
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -253,9 +254,9 @@ def test_record_results_writes_the_contract_columns(project):
     assert written["profile"].unique().tolist() == ["t"] and written["data"].unique().tolist() == ["synth"]
     assert written.loc[0, "value"] == pytest.approx(0.6) and np.isnan(written.loc[1, "spread"])
     assert out.shape == (2, 8)
-    back = book.load_results("t")
+    back = load_results("t", project / "results")
     assert back["key"].tolist() == ["s/t1/rmse", "s/t1/delta1"] and back["seeds"].tolist() == ["0,1", "0,1"]
-    assert np.isnan(back.loc[1, "spread"]) and book.load_results("other").columns.tolist() == list(book.RESULT_COLUMNS)
+    assert np.isnan(back.loc[1, "spread"]) and load_results("other", project / "results").columns.tolist() == list(book.RESULT_COLUMNS)
 
 
 def test_record_results_rejects_bad_frames(project):
@@ -369,7 +370,7 @@ def test_data_chapter_uses_the_real_samples_when_present(shared_nyu_data, shared
     table = next(o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
                  if "Parameters of this run" in o.get("data", {}).get("text/markdown", ""))
     assert "Data: `nyu_data`" in table
-    results = book.load_results("smoke", results_dir=tmp_path / "results").set_index("key")
+    results = load_results("smoke", tmp_path / "results").set_index("key")
     # FastDepth's own prediction on its deploy sample: RMSE 0.618 m, delta1 0.777 (data/README.md).
     assert results.loc["fastdepth/ours/deploy-sample/rmse", "value"] == pytest.approx(0.618, abs=1e-3)
     assert results.loc["fastdepth/ours/deploy-sample/delta1", "value"] == pytest.approx(0.777, abs=1e-3)

@@ -17,8 +17,10 @@ Protocols, with their sources:
   saturation).
 - :func:`mai2021_transform`: Zhang et al. (CVPRW 2021), section 4.1: 480x640 frames resized to 128x160.
 - :func:`diw_transform`: Yucel et al. (CVPRW 2021), section 3.1: DIW images resized to 224x448.
-- :class:`ImageNetNormalize`: the mean/std of torchvision's ImageNet weights, for pretrained encoders
-  (FastDepth's own code omitted it); switchable with ``enabled``.
+
+No transform here normalises the image: the model records the normalisation its weights expect and applies it
+itself (``model.normalization``, set by :func:`depthlib.models.create_model` from the weights entry), so an
+image is normalised exactly once whichever way it reaches the model.
 """
 
 from __future__ import annotations
@@ -33,13 +35,11 @@ from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
     "Compose", "Resize", "CenterCrop", "HorizontalFlip", "RandomHorizontalFlip", "Rotate", "RandomRotation",
-    "RandomScaleDepth", "ColorJitter", "ImageNetNormalize", "resize_sample", "scale_depth", "fastdepth_val_transform",
+    "RandomScaleDepth", "ColorJitter", "resize_sample", "scale_depth", "fastdepth_val_transform",
     "fastdepth_train_transform", "mai2021_transform", "diw_transform",
 ]
 
 Sample = dict[str, Any]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _hw(sample: Sample) -> tuple[int, int]:
@@ -292,64 +292,33 @@ class ColorJitter:
         return repr(self.jitter)
 
 
-class ImageNetNormalize:
-    """Standardise the image with ImageNet's mean/std (what torchvision/timm pretrained encoders expect).
-
-    ``enabled=False`` makes it the identity, so a config can switch it off explicitly.
-    ``inverse()`` undoes it (for display).
-    """
-
-    def __init__(self, enabled: bool = True, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
-        self.enabled, self.mean, self.std = bool(enabled), tuple(mean), tuple(std)
-
-    def __call__(self, sample: Sample) -> Sample:
-        if not self.enabled:
-            return sample
-        out = dict(sample)
-        out["image"] = TF.normalize(sample["image"], list(self.mean), list(self.std))
-        return out
-
-    def inverse(self, image: torch.Tensor) -> torch.Tensor:
-        """``(..., 3, H, W)`` normalised -> [0, 1] image."""
-        if not self.enabled:
-            return image
-        mean = torch.tensor(self.mean, dtype=image.dtype).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=image.dtype).view(3, 1, 1)
-        return image * std + mean
-
-    def __repr__(self) -> str:
-        return f"ImageNetNormalize(enabled={self.enabled})"
-
-
 # FastDepth's NYU pipeline: its frames are 480 high; everything is defined relative to that.
 _FASTDEPTH_FIRST = 250.0 / 480.0
 _FASTDEPTH_CROP = (228, 304)
 
 
-def fastdepth_val_transform(output_size: Sequence[int] = (224, 224), normalize: bool = False) -> Compose:
+def fastdepth_val_transform(output_size: Sequence[int] = (224, 224)) -> Compose:
     """FastDepth validation: resize by 250/480, centre crop 228x304, resize to ``output_size``.
 
-    A 480x640 sample becomes ``(3, 224, 224)``. ``normalize`` appends :class:`ImageNetNormalize`.
+    A 480x640 sample becomes ``(3, 224, 224)``.
     """
-    return Compose([Resize(_FASTDEPTH_FIRST), CenterCrop(_FASTDEPTH_CROP), Resize(tuple(output_size)),
-                    ImageNetNormalize(enabled=normalize)])
+    return Compose([Resize(_FASTDEPTH_FIRST), CenterCrop(_FASTDEPTH_CROP), Resize(tuple(output_size))])
 
 
-def fastdepth_train_transform(output_size: Sequence[int] = (224, 224), normalize: bool = False) -> Compose:
+def fastdepth_train_transform(output_size: Sequence[int] = (224, 224)) -> Compose:
     """FastDepth training augmentation (order as in dwofk/fast-depth): resize by 250/480, rotate U(-5, 5) deg,
     scale s ~ U(1, 1.5) with depth / s, centre crop 228x304, flip p=0.5, resize to ``output_size``,
     colour jitter 0.4. A 480x640 sample becomes ``(3, 224, 224)``."""
     return Compose([Resize(_FASTDEPTH_FIRST), RandomRotation(5.0), RandomScaleDepth(1.0, 1.5),
                     CenterCrop(_FASTDEPTH_CROP), RandomHorizontalFlip(0.5), Resize(tuple(output_size)),
-                    ColorJitter(0.4, 0.4, 0.4), ImageNetNormalize(enabled=normalize)])
+                    ColorJitter(0.4, 0.4, 0.4)])
 
 
-def mai2021_transform(size: Sequence[int] = (128, 160), normalize: bool = False) -> Compose:
+def mai2021_transform(size: Sequence[int] = (128, 160)) -> Compose:
     """MAI-2021 (Zhang et al.): 480x640 frames resized to 128x160 for training: ``(3, 128, 160)``."""
-    return Compose([Resize(tuple(size)), ImageNetNormalize(enabled=normalize)])
+    return Compose([Resize(tuple(size))])
 
 
-def diw_transform(size: Sequence[int] = (224, 448), normalize: bool = False) -> Compose:
+def diw_transform(size: Sequence[int] = (224, 448)) -> Compose:
     """DIW protocol of Yucel et al.: images (and their point pairs) resized to 224x448: ``(3, 224, 448)``."""
-    return Compose([Resize(tuple(size)), ImageNetNormalize(enabled=normalize)])
+    return Compose([Resize(tuple(size))])
