@@ -176,7 +176,7 @@ def test_cached_computes_once_per_params_and_code_version(project, monkeypatch):
     assert second["note"] is None
     book.cached("chapter/result", {**params, "epochs": 4}, compute)
     assert len(calls) == 2
-    monkeypatch.setattr(cache_module, "code_version", lambda: "edited")
+    monkeypatch.setattr(cache_module, "code_version", lambda roots=None: "edited")
     book.cached("chapter/result", params, compute)
     assert len(calls) == 3
     book.cached("chapter/result", params, compute, refresh=True)
@@ -185,7 +185,7 @@ def test_cached_computes_once_per_params_and_code_version(project, monkeypatch):
 
 def test_cached_survives_a_code_change_during_the_computation(project, monkeypatch):
     version = {"now": "v1"}
-    monkeypatch.setattr(cache_module, "code_version", lambda: version["now"])
+    monkeypatch.setattr(cache_module, "code_version", lambda roots=None: version["now"])
 
     def compute():
         version["now"] = "v2"   # someone edits depthlib while a long computation runs
