@@ -52,6 +52,7 @@ __all__ = [
     "scorecard",
     "unreported_results",
     "results_frame",
+    "study_card",
     "RUN_ROWS",
     "reported_key",
 ]
@@ -283,7 +284,7 @@ def scorecard(profile: str | Sequence[str], results_dir: str | os.PathLike, *,
     Returns:
         DataFrame, one row per reported number, columns ``key study source configuration metric units
         reported ours spread n_seeds ours_text profile data seeds notebook dataset resolution device status
-        notes``. ``reported`` is the paper's value; ``ours``/``spread``/``n_seeds``/``profile``/``data``/``seeds``
+        notes kind``. ``reported`` is the paper's value; ``ours``/``spread``/``n_seeds``/``profile``/``data``/``seeds``
         come only from the results csv files; ``status`` is ``measured: <profile> profile``, or says why there is
         no value:
         ``needs the paper profile``, ``not reproducible here: <why>``, ``no chapter reproduces this yet``,
@@ -315,8 +316,24 @@ def scorecard(profile: str | Sequence[str], results_dir: str | os.PathLike, *,
     card["ours_text"] = [mean_spread(v, s, n) for v, s, n in zip(card["ours"], card["spread"], card["n_seeds"])]
     columns = ["key", "study", "source", "configuration", "metric", "units", "reported", "ours", "spread",
                "n_seeds", "ours_text", "profile", "data", "seeds", "notebook", "dataset", "resolution", "device",
-               "status", "notes"]
+               "status", "notes", "kind"]
     return card[columns]
+
+
+def study_card(card: pd.DataFrame, study: str, *, show_inputs: bool = False) -> pd.DataFrame:
+    """One study's rows of a :func:`scorecard`, as the scorecard chapter shows them (indexed by key).
+
+    Args:
+        card: a :func:`scorecard` table.
+        study: a study key of ``card["study"]``.
+        show_inputs: also list the study's settings and architecture numbers, not only its results.
+    """
+    if study not in set(card["study"]):
+        raise KeyError(f"study_card: no study {study!r}; studies: {sorted(set(card['study']))}")
+    rows = card[(card["study"] == study) & (show_inputs | (card["kind"] == "result"))]
+    columns = ["key", "source", "configuration", "reported", "units", "ours_text", "profile", "data", "seeds",
+               "status"]
+    return rows[columns].rename(columns={"ours_text": "ours (mean ± std over seeds)"}).set_index("key")
 
 
 def unreported_results(profile: str | Sequence[str], results_dir: str | os.PathLike, *,

@@ -4,6 +4,7 @@
 - :func:`compare`: Welch's t-test or a bootstrap interval for each difference, with the Benjamini-Hochberg
   correction over the comparisons of a table.
 - :func:`mean_spread`: the one formatter of "mean ± std" used by the chapters and the scorecard.
+- :func:`spread_table`: a chapter's table of "mean ± std" cells, one row per configuration.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["summarize", "compare", "mean_spread"]
+__all__ = ["summarize", "compare", "mean_spread", "spread_table"]
 
 
 def _groups(df: pd.DataFrame, by: str | Sequence[str]) -> list[str]:
@@ -207,3 +208,30 @@ def mean_spread(mean: float, std: float, n: int | float, digits: int = 3) -> str
     if n is not None and not pd.isna(n) and n > 1 and std is not None and not pd.isna(std):
         text += f" ± {float(std):.2g}"
     return text
+
+
+def spread_table(df: pd.DataFrame, by: str | Sequence[str], metrics: dict[str, str], *, seed: str = "seed"
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`summarize` ``df`` and lay the result out as a chapter shows it: one row per configuration, one
+    column per metric, cells formatted by :func:`mean_spread`.
+
+    Args:
+        df: one row per run.
+        by: the configuration column(s).
+        metrics: ``{column title: metric column}``, in the order of the table's columns.
+        seed: the seed column.
+
+    Returns:
+        ``(summary, view)``: the :func:`summarize` table and the formatted view (indexed by ``by``).
+    """
+    cols = _groups(df, by)
+    summary = summarize(df, by=cols, metrics=list(metrics.values()), seed=seed)
+    titles = {column: title for title, column in metrics.items()}
+    cells: dict[Any, dict[str, str]] = {}
+    for r in summary.to_dict("records"):
+        key = tuple(r[c] for c in cols)
+        cells.setdefault(key if len(cols) > 1 else key[0], {})[titles[r["metric"]]] = mean_spread(r["mean"], r["std"],
+                                                                                                 r["n"])
+    view = pd.DataFrame.from_dict(cells, orient="index")[list(metrics)]
+    view.index = pd.MultiIndex.from_tuples(view.index, names=cols) if len(cols) > 1 else view.index.rename(cols[0])
+    return summary, view

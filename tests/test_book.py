@@ -150,8 +150,22 @@ def test_every_source_notebook_follows_the_parameters_contract():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), path.name
         assert code[0].source.splitlines()[0].startswith('profile = "quick"'), path.name
-        assert f'setup("{path.stem}", profile' in code[1].source, path.name
+        assert f'setup("{path.stem}", profile, globals())' in code[1].source, path.name
         assert all(not c.get("outputs") for c in code), f"{path.name}: source notebooks are stored without outputs"
+        # parameters are written once, in the parameters cell: setup reads them from globals(), so a name the
+        # profile does not know would be silently ignored
+        names = [line.split("=")[0].strip() for line in code[0].source.splitlines() if "=" in line.split("#")[0]]
+        known = set(book.profile_values(path.stem, "quick")) | {"profile"}
+        assert set(names) <= known, f"{path.name}: parameters {sorted(set(names) - known)} are not in the profiles"
+        # thin chapters: logic lives in depthlib, with tests
+        defs = [c.source.split("def ")[1].split("(")[0] for c in code if re.search(r"^\s*def ", c.source, re.M)]
+        assert not defs, f"{path.name}: functions {defs} belong in depthlib"
+
+
+def test_setup_reads_the_parameters_from_the_notebook_namespace(project):
+    P = book.setup("nb", "t", {"epochs": 5, "lr": None, "unrelated": 1, "profile": "t"}, show=False)
+    assert P.epochs == 5 and P.lr == 0.01
+    assert book.setup("nb", "t", {"epochs": 5}, epochs=7, show=False).epochs == 7
 
 
 # ---------------------------------------------------------------- cached()

@@ -178,3 +178,25 @@ def test_unreported_results_catch_typos(tmp_path):
     extra = unreported_results("quick", tmp_path / "results", reported=rep).set_index("key")
     assert sorted(extra.index) == ["ours/x", "toy/aa", "toy/ours/latency"]
     assert extra["suspect"].to_dict() == {"toy/aa": True, "ours/x": False, "toy/ours/latency": False}
+
+
+def test_every_run_mapping_names_a_reported_key(monkeypatch):
+    """Chapter 04 records through RUN_ROWS: a missing or misspelled row must fail here, not vanish from the
+    scorecard."""
+    from depthlib import reported as R
+
+    rep = load_reported()
+    metrics = {"sagar2021/table3": ("delta1", "loss"), "sagar2021/table4": ("delta1",)}
+    for table, rows in R.RUN_ROWS.items():
+        for run in rows:
+            for metric in metrics[table]:
+                assert R.reported_key(table, run, metric, reported=rep) in rep.index
+    for model in ("fastdepth", "mbv2-nnconv5-narrow"):
+        for optimizer in ("sgd", "adam"):
+            assert R.reported_key("sagar2021/table3", (model, optimizer, "searched"), "searched-lr", reported=rep)
+        assert R.reported_key("sagar2021/table3", (model, "adam", "fixed"), "delta1", reported=rep) is None
+    monkeypatch.setitem(R.RUN_ROWS, "sagar2021/table4", {64: "batch-64"})
+    with pytest.raises(KeyError, match="'sagar2021/table4/batch-64/delta1' is not a reported key"):
+        R.reported_key("sagar2021/table4", 64, "delta1", reported=rep)
+    with pytest.raises(KeyError, match="no run mapping for table 'sagar2021/table9'"):
+        R.reported_key("sagar2021/table9", 64, "delta1", reported=rep)

@@ -264,12 +264,17 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup(notebook: str, profile: str = "quick", *, show: bool = True, **overrides: Any) -> Params:
+def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | None = None, *, show: bool = True,
+          **overrides: Any) -> Params:
     """The parameters of ``notebook`` under ``profile``, checked, with ``None`` overrides filled.
 
-    Called in the cell after a notebook's ``parameters`` cell with every parameter it declares::
+    Called in the cell after a notebook's ``parameters`` cell, which is the one place a chapter writes its
+    parameters::
 
-        P = depthlib.book.setup("02_data", profile, n_scenes=n_scenes, size=size)
+        P = depthlib.book.setup("02_data", profile, globals())
+
+    ``namespace`` (the notebook's globals, where papermill injects a reader's values) supplies every
+    parameter of the profile's section it defines; keyword ``overrides`` win over it.
 
     Args:
         notebook: the notebook's name, its file name without ``.ipynb`` (``"02_data"``).
@@ -289,6 +294,8 @@ def setup(notebook: str, profile: str = "quick", *, show: bool = True, **overrid
             an unknown parameter, or a value of the wrong type, each naming it.
     """
     values = profile_values(notebook, profile)
+    if namespace is not None:
+        overrides = {**{k: namespace[k] for k in values if k in namespace and k != "profile"}, **overrides}
     unknown = sorted(set(overrides) - set(values))
     if unknown:
         raise ParameterError(

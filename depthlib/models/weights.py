@@ -139,7 +139,7 @@ def _registry() -> dict[str, WeightsEntry]:
             entries[f"{encoder}.imagenet"] = WeightsEntry(
                 f"{encoder}.imagenet", encoder, "torchvision", url=tv.url, sha256=prefix,
                 license="BSD-3-Clause (torchvision); ImageNet terms of use apply",
-                meta={"torchvision": str(tv), "acc@1": tv.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")})
+                meta={"torchvision": str(tv), "arch": spec.arch, "acc@1": tv.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")})
         elif spec.source == "timm":
             import timm
 

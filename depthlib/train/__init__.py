@@ -13,7 +13,7 @@ from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .loop import NonFiniteLossError, evaluate, fit
 from .lr_finder import lr_range_test
-from .runs import build_model, lr_search, predict, train_eval
+from .runs import build_model, lr_search, predict, train_eval, train_eval_run
 
 __all__ = ["TrainConfig", "fit", "evaluate", "lr_range_test", "load_checkpoint", "NonFiniteLossError",
-           "build_model", "predict", "train_eval", "lr_search"]
+           "build_model", "predict", "train_eval", "train_eval_run", "lr_search"]

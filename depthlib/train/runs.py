@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from . import _engine
 
-__all__ = ["build_model", "predict", "train_eval", "lr_search"]
+__all__ = ["build_model", "predict", "train_eval", "train_eval_run", "lr_search"]
 
 
 def build_model(model: str | Callable[[], nn.Module], seed: int, weights: Any = None,
@@ -148,6 +148,29 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
     if predict_on is not None:
         out["predictions"] = predict(net, predict_on, device=config.device)
     return out
+
+
+def train_eval_run(*, model: str, data: str, seed: int, datasets: Mapping[str, Mapping[str, Any]],
+                   common: Mapping[str, Any] | None = None, weights: Any = None,
+                   model_overrides: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """One run of a grid whose runs are JSON dicts: :func:`train_eval` with ``TrainConfig(**common, **fields,
+    seed=seed)`` on ``datasets[data]`` (a :func:`depthlib.data.chapter_data` result).
+
+    ``fields`` are :class:`~depthlib.train.TrainConfig` fields (``optimizer``, ``lr``, ``loss``, ``loss_kwargs``,
+    ``batch_size``, ``epochs``...) or :func:`train_eval` options (``predict_on``, ``edges``, ``on_nonfinite``,
+    ``eval_kwargs``). Bind ``datasets``, ``common`` and ``weights`` with :func:`functools.partial` and hand
+    the result to :func:`depthlib.book.run_grid`.
+    """
+    from depthlib.train import TrainConfig
+
+    options = {k: fields.pop(k) for k in ("predict_on", "edges", "on_nonfinite", "eval_kwargs", "val", "out_dir")
+               if k in fields}
+    if data not in datasets:
+        raise ValueError(f"train_eval_run: data={data!r} is not one of {list(datasets)}")
+    ds = datasets[data]
+    config = TrainConfig(**{**dict(common or {}), **fields, "seed": seed})
+    return train_eval(model, train=ds["train"], evaluations=ds["evaluations"], config=config, weights=weights,
+                      model_overrides=model_overrides, **options)
 
 
 def lr_search(model: str | Callable[[], nn.Module], data: Dataset, config: Any, *,
