@@ -4,8 +4,11 @@ intrinsics together.
 A sample holds ``image (3, H, W)`` float in [0, 1], ``depth (1, H, W)`` metres (0 = invalid),
 ``mask (1, H, W)`` bool, optional ``pairs (K, 4)`` long ``[yA, xA, yB, xB]`` and ``intrinsics (4,)``
 ``[fx, fy, cx, cy]`` (pixel centres at integer coordinates). Pixel work is done by
-``torchvision.transforms.v2.functional``; the image is resampled bilinearly (antialiased when shrinking) and
-depth and mask with nearest neighbour, so invalid zeros never bleed into valid depth.
+``torchvision.transforms.v2.functional``; crops and flips run on ``tv_tensors`` (``Image``, ``Mask`` for depth
+and validity, ``KeyPoints`` for point pairs). What torchvision lacks stays here: resizing keeps invalid zeros
+out of interpolation (depth and mask nearest-exact, the image bilinear and antialiased), point pairs resize
+about pixel centres, depth is divided by the zoom factor (:class:`RandomScaleDepth`), and intrinsics move with
+every op.
 
 Protocols, with their sources:
 
@@ -30,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torchvision.transforms import InterpolationMode
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -44,6 +48,24 @@ Sample = dict[str, Any]
 
 def _hw(sample: Sample) -> tuple[int, int]:
     return int(sample["image"].shape[-2]), int(sample["image"].shape[-1])
+
+
+def _apply_tv(sample: Sample, fn: Callable[[Any], Any]) -> Sample:
+    """Apply a ``torchvision.transforms.v2.functional`` op to the sample's spatial entries as tv_tensors:
+    image as ``Image``, depth and mask as ``Mask`` (never interpolated across pixels by geometric ops),
+    point pairs as ``KeyPoints`` (``[x, y]`` per point, pixel indices). Intrinsics are not a tv_tensor: the
+    caller updates them."""
+    out = dict(sample)
+    h, w = _hw(sample)
+    for key, kind in (("image", tv_tensors.Image), ("depth", tv_tensors.Mask), ("mask", tv_tensors.Mask)):
+        if key in sample:
+            out[key] = fn(kind(sample[key])).as_subclass(torch.Tensor)
+    if "pairs" in sample:
+        p = sample["pairs"]
+        points = tv_tensors.KeyPoints(p.view(-1, 2).flip(-1).to(torch.float32), canvas_size=(h, w))  # (2K, [x, y])
+        moved = fn(points).as_subclass(torch.Tensor)
+        out["pairs"] = moved.flip(-1).round().long().reshape(-1, 4)
+    return out
 
 
 class Compose:
@@ -116,7 +138,7 @@ def resize_sample(sample: Sample, nh: int, nw: int) -> Sample:
 
 
 class CenterCrop:
-    """Central ``size = (h, w)`` window (same offsets as torchvision's ``center_crop``).
+    """Central ``size = (h, w)`` window: torchvision's ``center_crop`` on the sample's tv_tensors.
 
     The principal point shifts by the offsets; pairs outside the window are clamped to its border.
     ``(3, H, W) -> (3, h, w)``.
@@ -132,18 +154,14 @@ class CenterCrop:
         ch, cw = self.size
         if ch > h or cw > w:
             raise ValueError(f"CenterCrop: crop {ch}x{cw} is larger than the {h}x{w} sample {sample.get('path')}")
-        top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
-        out = dict(sample)
-        for key in ("image", "depth", "mask"):
-            if key in sample:
-                out[key] = sample[key][..., top:top + ch, left:left + cw]
+        top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))  # torchvision's offsets
+        out = _apply_tv(sample, lambda t: TF.center_crop(t, [ch, cw]))
         if "intrinsics" in sample:
             out["intrinsics"] = sample["intrinsics"] - torch.tensor([0.0, 0.0, left, top])
-        if "pairs" in sample:
-            p = sample["pairs"] - torch.tensor([top, left, top, left])
+        if "pairs" in out:  # torchvision lets points leave the canvas; a pair must stay on a pixel
+            p = out["pairs"]
             p[:, 0::2] = p[:, 0::2].clamp(0, ch - 1)
             p[:, 1::2] = p[:, 1::2].clamp(0, cw - 1)
-            out["pairs"] = p
         return out
 
     def __repr__(self) -> str:
@@ -151,21 +169,15 @@ class CenterCrop:
 
 
 class HorizontalFlip:
-    """Mirror left-right (``cx -> W - 1 - cx``, ``x -> W - 1 - x``). Shapes unchanged."""
+    """Mirror left-right: torchvision's ``horizontal_flip`` on the sample's tv_tensors (a point ``x`` goes to
+    ``W - 1 - x``), and ``cx -> W - 1 - cx``. Shapes unchanged."""
 
     def __call__(self, sample: Sample) -> Sample:
         w = _hw(sample)[1]
-        out = dict(sample)
-        for key in ("image", "depth", "mask"):
-            if key in sample:
-                out[key] = sample[key].flip(-1)
+        out = _apply_tv(sample, TF.horizontal_flip)
         if "intrinsics" in sample:
             fx, fy, cx, cy = sample["intrinsics"].unbind(-1)
             out["intrinsics"] = torch.stack([fx, fy, (w - 1) - cx, cy], -1)
-        if "pairs" in sample:
-            p = sample["pairs"].clone()
-            p[:, 1::2] = (w - 1) - p[:, 1::2]
-            out["pairs"] = p
         return out
 
     def __repr__(self) -> str:
