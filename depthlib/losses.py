@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from depthlib.metrics import (_check_relation, _gather_pairs, fit_scale_shift, relation_from_depth,
-                              sample_ordinal_pairs, valid_interior)
+from depthlib.metrics import _check_relation, _gather_pairs, fit_scale_shift, sample_ordinal_pairs, valid_interior
 
 __all__ = [
     "l1",

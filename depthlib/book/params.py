@@ -20,7 +20,6 @@ from __future__ import annotations
 import html
 import json
 import pathlib
-import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -255,15 +254,6 @@ def _resolve_data(value: Any) -> tuple[Any, pathlib.Path | None]:
     return value, None
 
 
-def _seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | None = None, *, show: bool = True,
           **overrides: Any) -> Params:
     """The parameters of ``notebook`` under ``profile``, checked, with ``None`` overrides filled.
@@ -315,7 +305,9 @@ def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | 
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                                 for s in seeds):
             raise ParameterError(f"parameter 'seeds' must be a non-empty list of int, got {seeds!r}")
-        _seed_everything(seeds[0])
+        from depthlib.train import seed_everything  # the library's one seeding function
+
+        seed_everything(seeds[0])
     if values.get("num_threads") is not None:
         import torch
 

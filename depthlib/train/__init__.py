@@ -9,6 +9,7 @@ the LR range test and DDP through torchrun.
 - :func:`load_checkpoint` reads a checkpoint (``weights_only=True``); ``ckpt["model"]`` is a state dict.
 """
 
+from ._engine import seed_everything
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .loop import NonFiniteLossError, evaluate, fit
@@ -16,4 +17,4 @@ from .lr_finder import lr_range_test
 from .runs import build_model, lr_search, predict, train_eval, train_eval_run
 
 __all__ = ["TrainConfig", "fit", "evaluate", "lr_range_test", "load_checkpoint", "NonFiniteLossError",
-           "build_model", "predict", "train_eval", "train_eval_run", "lr_search"]
+           "build_model", "predict", "train_eval", "train_eval_run", "lr_search", "seed_everything"]
