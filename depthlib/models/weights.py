@@ -283,10 +283,11 @@ def resolve_weights(encoder: str, weights: Any) -> WeightsEntry | None:
 
 
 def weights_spec(weights: Any, encoders: Any = None) -> dict[str, Any]:
-    """What ``weights`` resolves to for each encoder (default: every encoder with a converted file), as JSON:
-    part of a cache key, so that a result trained from random init is not reused once the files appear."""
+    """What ``weights`` resolves to for each encoder (default: every encoder with a weights entry), as JSON:
+    part of a cache key, so that a result trained from random init is not reused once weights appear
+    locally (a converted file, or torchvision's/timm's weights in their caches), nor the other way round."""
     if encoders is None:
-        encoders = sorted({e.encoder for e in _FILE_ENTRIES})
+        encoders = sorted({e.encoder for e in _registry().values()})
     out = {}
     for enc in encoders:
         entry = resolve_weights(enc, weights) if not isinstance(weights, WeightsEntry) else weights
@@ -305,7 +306,16 @@ def describe_weights(weights: Any) -> str:
         return f"init: {getattr(weights, 'name', weights)}"
     resolved = weights_spec(weights)["resolved"]
     local = sorted(enc for enc, e in resolved.items() if e is not None and e["source"] == "file")
-    rest = "random" if weights == "auto" else "ImageNet (torchvision/timm weights)"
-    if not local:
+    library = sorted(enc for enc, e in resolved.items() if e is not None and e["source"] != "file")
+    if weights == "imagenet":
+        library, rest = [], "ImageNet (torchvision/timm weights)"
+    else:
+        rest = "random"
+    parts = []
+    if local:
+        parts.append(f"ImageNet (TFLite-converted file) for {', '.join(local)}")
+    if library:
+        parts.append(f"ImageNet (torchvision/timm, from the local cache) for {', '.join(library)}")
+    if not parts:
         return f"init: {rest}"
-    return f"init: ImageNet (TFLite-converted file) for {', '.join(local)}; {rest} otherwise"
+    return f"init: {'; '.join(parts)}; {rest} otherwise"
