@@ -7,8 +7,11 @@ Subpackages
 - :mod:`depthlib.losses`   masked depth losses, ranking and distillation losses.
 - :mod:`depthlib.metrics`  depth metrics with explicit conventions.
 - :mod:`depthlib.profiler` parameters, MACs, size and latency.
-- :mod:`depthlib.train`    the training loop, schedules, LR range test.
-- :mod:`depthlib.book`     profiles, parameter checks, results cache and the book runner.
+- :mod:`depthlib.train`    the training loop, schedules, LR range test, one run of a chapter (``train_eval``).
+- :mod:`depthlib.stats`    mean and spread over seeds, which differences survive (``summarize``, ``compare``).
+- :mod:`depthlib.reported` the papers' numbers, recorded results and the scorecard join.
+- :mod:`depthlib.book`     profiles, parameter checks, results cache, grids of runs, the book runner and its
+  preflight. The top layer: nothing else in depthlib imports it, and the rest works from an installed wheel.
 """
 
 __version__ = "0.1.0"

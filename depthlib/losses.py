@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from depthlib.metrics import _check_relation, _gather_pairs, fit_scale_shift, relation_from_depth
+from depthlib.metrics import _check_relation, _gather_pairs, fit_scale_shift, sample_ordinal_pairs, valid_interior
 
 __all__ = [
     "l1",
@@ -79,7 +79,7 @@ def _dense_inputs(pred: Tensor, target: Tensor, mask: Tensor | None, name: str) 
 
 # --------------------------------------------------------------------------------------------- pixel-wise
 def l1(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Mean absolute error over valid pixels (FastDepth's and paper 003's NYU training loss).
+    """Mean absolute error over valid pixels (FastDepth's and yucel2021's NYU training loss).
 
     Args:
         pred, target: ``(B, 1, H, W)``.
@@ -96,7 +96,7 @@ def l2(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def smooth_l1(pred: Tensor, target: Tensor, mask: Tensor | None = None, *, beta: float = 1.0) -> Tensor:
-    """``torch.nn.functional.smooth_l1_loss`` over valid pixels (paper 000 cites PyTorch's, beta = 1).
+    """``torch.nn.functional.smooth_l1_loss`` over valid pixels (sagar2021 cites PyTorch's, beta = 1).
 
     Per pixel: ``0.5 x^2 / beta`` if ``|x| < beta`` else ``|x| - 0.5 beta``. Shapes as :func:`l1`.
     """
@@ -131,15 +131,6 @@ def berhu(pred: Tensor, target: Tensor, mask: Tensor | None = None, *, threshold
     return torch.where(ax <= c, ax, (x * x + c_safe * c_safe) / (2 * c_safe)).mean()
 
 
-def _eroded(mask: Tensor) -> Tensor:
-    """Pixels whose 3x3 neighbourhood is valid: the only places a Sobel response of the target is real.
-
-    Outside the image counts as valid because kornia replicates the border.
-    """
-    invalid = (~mask).to(torch.float32)
-    return F.max_pool2d(invalid, kernel_size=3, stride=1, padding=1) == 0
-
-
 def sobel_edge(
     pred: Tensor,
     target: Tensor,
@@ -149,9 +140,9 @@ def sobel_edge(
     beta: float = 1.0,
     mode: Literal["magnitude", "xy"] = "magnitude",
 ) -> Tensor:
-    """SmoothL1 + lambda * SmoothL1 of Sobel gradients: the edge-preserving loss of paper 000.
+    """SmoothL1 + lambda * SmoothL1 of Sobel gradients: the edge-preserving loss of sagar2021.
 
-    ``L(G, P) = SmoothL1(G, P) + lambda * SmoothL1(Sobel(G), Sobel(P))`` (paper 000, lines 139-145, lambda = 12
+    ``L(G, P) = SmoothL1(G, P) + lambda * SmoothL1(Sobel(G), Sobel(P))`` (sagar2021, lines 139-145, lambda = 12
     "determined experimentally based on the magnitudes of the two losses"). The paper takes Sobel from Kornia
     (its ref. [6], lines 137 and 275); ``kornia.filters.sobel`` by default uses *normalised* kernels (divided by
     their L1 norm, 8) and returns the magnitude ``sqrt(gx^2 + gy^2 + 1e-6)``. Lambda = 12 was tuned against
@@ -164,7 +155,7 @@ def sobel_edge(
     Args:
         pred, target: ``(B, 1, H, W)``.
         mask: bool ``(B, 1, H, W)``; ``None`` means ``target > 0``.
-        lambd: weight of the edge term (12 in paper 000).
+        lambd: weight of the edge term (12 in sagar2021).
         beta: SmoothL1 beta of both terms (PyTorch default 1).
         mode: ``"magnitude"`` (``kornia.filters.sobel``, the paper's ``Sobel(.)``) or ``"xy"`` (both signed
             components of ``kornia.filters.spatial_gradient``).
@@ -177,10 +168,10 @@ def sobel_edge(
     target = torch.where(mask, target, torch.zeros_like(target))  # NaN-free input for the convolution
     if mode == "magnitude":
         gp, gt = kornia.filters.sobel(pred), kornia.filters.sobel(target)
-        edge_mask = _eroded(mask)
+        edge_mask = valid_interior(mask)
     elif mode == "xy":
         gp, gt = kornia.filters.spatial_gradient(pred), kornia.filters.spatial_gradient(target)  # (B, C, 2, H, W)
-        edge_mask = _eroded(mask).unsqueeze(2).expand_as(gp)
+        edge_mask = valid_interior(mask).unsqueeze(2).expand_as(gp)
     else:
         raise ValueError(f"sobel_edge: mode={mode!r} must be 'magnitude' or 'xy'")
     if not bool(edge_mask.any()):
@@ -273,11 +264,11 @@ def _pair_losses(pred: Tensor, pairs: Tensor, relation: Tensor, space: str, name
 def ranking(
     pred: Tensor, pairs: Tensor, relation: Tensor, *, space: Literal["depth", "inverse"] = "depth"
 ) -> Tensor:
-    """Ranking loss of DIW (Chen et al., NIPS 2016), paper 003 eq. 2, averaged over all pairs of the batch.
+    """Ranking loss of DIW (Chen et al., NIPS 2016), yucel2021 eq. 2, averaged over all pairs of the batch.
 
     Per pair: ``log(1 + exp(-r (zA - zB)))`` for ``r = +-1`` and ``(zA - zB)^2`` for ``r = 0``, where ``z`` is
     the prediction in depth space (``space="inverse"`` flips the sign of the difference). With this module's
-    convention (``r = +1``: A farther) the loss pushes ``depth_A > depth_B``. Paper 003 encodes *closer* as 1
+    convention (``r = +1``: A farther) the loss pushes ``depth_A > depth_B``. yucel2021 encodes *closer* as 1
     and writes ``log(1 + exp(z_j - z_i))`` for it, i.e. its ``z`` grows as points come closer: its eq. 2 is
     ``ranking(pred, pairs, -r_003, space="inverse")``.
 
@@ -299,7 +290,7 @@ def ranking_improved(
     space: Literal["depth", "inverse"] = "depth",
     ignore_fraction: float = 0.25,
 ) -> Tensor:
-    """ReDWeb's improved ranking loss (Xian et al., CVPR 2018), paper 003 eq. 3.
+    """ReDWeb's improved ranking loss (Xian et al., CVPR 2018), yucel2021 eq. 3.
 
     The per-pair function of eq. 3 is the one of :func:`ranking` (``log(1 + exp(-l (zA - zB)))`` for ordinal,
     squared difference for equal pairs); the improvement, which 003 leaves to the original paper (its
@@ -323,47 +314,9 @@ def ranking_improved(
     return (flat * keep.to(flat.dtype)).sum() / flat.numel()
 
 
-def sample_ordinal_pairs(
-    target: Tensor,
-    mask: Tensor | None = None,
-    *,
-    n_pairs: int = 3000,
-    threshold: float = 0.02,
-    space: Literal["depth", "inverse"] = "depth",
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Sample point pairs and their ordinal relation from dense (relative) ground truth, as ReDWeb does.
-
-    A and B are drawn uniformly (with replacement) among each image's valid pixels; the relation follows
-    :func:`depthlib.metrics.relation_from_depth` with a relative ``threshold`` (ReDWeb: 0.02).
-
-    Args:
-        target: ``(B, 1, H, W)`` depth (``space="depth"``) or inverse depth (``space="inverse"``; ReDWeb's maps).
-        mask: bool ``(B, 1, H, W)``; ``None`` means ``target > 0``.
-        n_pairs: pairs per image.
-        threshold: relative tolerance of the "equal" relation.
-        space: what ``target`` holds.
-        generator: a ``torch.Generator`` for reproducible sampling.
-
-    Returns:
-        ``pairs`` long ``(B, n_pairs, 4)`` ``[yA, xA, yB, xB]`` and ``relation`` long ``(B, n_pairs)``.
-    """
-    _, target, mask = _dense_inputs(target, target, mask, "sample_ordinal_pairs")
-    b, _, h, w = target.shape
-    weights = mask.reshape(b, h * w).to(torch.float32)
-    if bool((weights.sum(1) == 0).any()):
-        raise ValueError("sample_ordinal_pairs: an image has no valid pixel to sample pairs from")
-    idx = torch.multinomial(weights.cpu(), 2 * n_pairs, replacement=True, generator=generator).to(target.device)
-    ia, ib = idx[:, :n_pairs], idx[:, n_pairs:]
-    pairs = torch.stack([ia // w, ia % w, ib // w, ib % w], dim=-1)
-    flat = target.reshape(b, h * w)
-    relation = relation_from_depth(flat.gather(1, ia), flat.gather(1, ib), threshold, space)
-    return pairs, relation
-
-
 # --------------------------------------------------------------------------------------------- distillation
 def distill_rmse(student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Pixel-wise RMSE between student and teacher depth (paper 003's ``L_aux-RMSE``, eq. 5).
+    """Pixel-wise RMSE between student and teacher depth (yucel2021's ``L_aux-RMSE``, eq. 5).
 
     003 replaces Liu et al.'s classification-based pixel loss by "simple RMSE" (lines 124-126):
     ``sqrt(mean over valid pixels of the batch of (student - teacher)^2)``. The teacher is detached.
@@ -389,7 +342,7 @@ def _affinity(feat: Tensor) -> Tensor:
 
 
 def distill_pairwise(student_feat: Tensor, teacher_feat: Tensor, *, scale: float | None = 0.5) -> Tensor:
-    """Pair-wise affinity distillation of Liu et al. (structured KD, TPAMI 2020) as used by paper 003 (``L_pa``).
+    """Pair-wise affinity distillation of Liu et al. (structured KD, TPAMI 2020) as used by yucel2021 (``L_pa``).
 
     Feature maps are max-pooled into nodes (patches of ``int(scale * H) x int(scale * W)`` pixels, Liu et
     al.'s released default ``scale=0.5``; ``scale=None`` makes every pixel a node), the affinity of two nodes is
@@ -423,9 +376,9 @@ def distill_pairwise(student_feat: Tensor, teacher_feat: Tensor, *, scale: float
 
 
 def distill_feature_l2(student_feat: Tensor, teacher_feat: Tensor, *, interpolate: bool = False) -> Tensor:
-    """Feature distillation of paper 002: L2 distance to the teacher's features before the last activation.
+    """Feature distillation of zhang2021: L2 distance to the teacher's features before the last activation.
 
-    Paper 002 (line 41): "we use the features before the last activation layer for knowledge distillation.
+    zhang2021 (line 41): "we use the features before the last activation layer for knowledge distillation.
     The L2 distance is used as the distillation loss." Computed as the mean squared difference per element.
     The teacher is detached.
 
@@ -457,7 +410,7 @@ def deep_supervision(
     weights: Sequence[float] = (0.5, 0.25, 0.25),
     **kwargs: object,
 ) -> Tensor:
-    """Loss over the final and intermediate predictions, paper 003 eq. 4: ``sum_i lambda_i L_i``.
+    """Loss over the final and intermediate predictions, yucel2021 eq. 4: ``sum_i lambda_i L_i``.
 
     Intermediate predictions (``output["aux"]``, see the model contract) are upsampled bilinearly to the
     final prediction's size before the loss, so that sparse targets and ordinal pairs are used at full
@@ -485,7 +438,7 @@ def deep_supervision(
 
 
 class MultiLossRebalancer:
-    """Lee & Kim's multi-loss rebalancing (ECCV 2020) with paper 003's modifications.
+    """Lee & Kim's multi-loss rebalancing (ECCV 2020) with yucel2021's modifications.
 
     Usage: ``total = rb.combine({"rmse": l1, "rank": l2, "pa": l3})`` every step (records the detached
     values and returns ``sum_i w_i L_i``), and ``rb.rebalance(epoch)`` a few times per epoch (003: five).
@@ -498,7 +451,7 @@ class MultiLossRebalancer:
     so a loss that decays faster than the total gains weight when ``lam > 0`` ("easy first") and loses it when
     ``lam < 0`` ("hard first"). ``lam(epoch) = start + slope * epoch``, stopped at ``end``. Lee & Kim: start 3,
     slope -1.5, end -3 (easy then hard) after an initial stage that scales ``w_i = T * init_scale_i / L_i``.
-    Paper 003 (lines 142, 256-268): all weights equal and no initial scaling, auxiliary predictions wrapped
+    yucel2021 (lines 142, 256-268): all weights equal and no initial scaling, auxiliary predictions wrapped
     into one term (use :func:`deep_supervision` per term), hard losses first then easy: the defaults here,
     ``start=-3, slope=1.5, end=3``, ``initialize=False``.
 

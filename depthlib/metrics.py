@@ -6,7 +6,7 @@ explicit option here:
 - **Reduction** (``reduction=``). ``"per_image"`` computes every metric on each image's valid pixels and
   then averages over images: FastDepth (Wofk et al., ICRA 2019) evaluates with batch size 1 and averages
   the per-image metrics over the 654 NYU Depth v2 test images, which is where its RMSE 0.604 / delta1 0.771
-  come from (paper 001, lines 33 and 45-46), and the MAI 2021 evaluation scores si-RMSE one test image at a
+  come from (wofk2019, lines 33 and 45-46), and the MAI 2021 evaluation scores si-RMSE one test image at a
   time, then averages. ``"pixel"`` pools all valid
   pixels of all images before computing each metric, which weights large valid areas more.
 - **Crop** (``crop=``). ``"eigen"`` is the NYU Depth v2 evaluation crop of Eigen et al. (2014): rows
@@ -20,14 +20,14 @@ explicit option here:
   :data:`NYU_MAX_DEPTH` = 10 m and :data:`KITTI_MAX_DEPTH` = 80 m). Predictions are always clamped from
   below at ``min_depth`` (so that the log metrics stay finite) and, when a cap is given, from above at
   ``max_depth``, as the NYU/KITTI evaluation code of BTS/AdaBins/Monodepth does.
-- **si_rmse** is computed exactly as the MAI 2021 challenge computes it. Paper 002 only names the metric
+- **si_rmse** is computed exactly as the MAI 2021 challenge computes it. zhang2021 only names the metric
   (line 76, "invariant standard root mean squared error (si-RMSE)") and refers to the challenge report
   (its reference [12], Ignatov et al., CVPRW 2021); the formula is the one in the challenge's released
   evaluation code: ``d = ln(pred) - ln(target)`` on pixels with ``target > 1 mm``,
   ``si_rmse = sqrt(sum(d^2)/n - (sum d)^2/n^2)``. Predictions below 1 mm are clamped to 1 mm. With the
   default ``min_depth=1e-3`` (metres) the valid set and the clamp are exactly the challenge's.
 - **Relative (inverse) depth models** such as MiDaS predict disparity up to an unknown scale and shift; their
-  raw output must be aligned to metric ground truth before RMSE/MAE mean anything. Paper 004 (section 5.3,
+  raw output must be aligned to metric ground truth before RMSE/MAE mean anything. haly2021 (section 5.3,
   lines 148-150) reports RMSE/MAE of 11321/10471 because it skipped this step:
   use :func:`align_scale_shift` first.
 
@@ -60,6 +60,9 @@ __all__ = [
     "whdr",
     "mai2021_score",
     "fit_mai2021_constant",
+    "valid_interior",
+    "sample_ordinal_pairs",
+    "edge_error",
 ]
 
 METRIC_NAMES: tuple[str, ...] = (
@@ -437,7 +440,7 @@ def relation_from_depth(
 
     ``+1``: A is **farther** than B (``depth_A > depth_B * (1 + threshold)``), ``-1``: A is closer
     (``depth_A * (1 + threshold) < depth_B``), ``0``: equal within the threshold. DIW's annotation
-    ``'>'`` (A deeper) is ``+1`` and ``'<'`` is ``-1``; paper 003 encodes *closer* as 1, i.e. ``r_003 = -relation``.
+    ``'>'`` (A deeper) is ``+1`` and ``'<'`` is ``-1``; yucel2021 encodes *closer* as 1, i.e. ``r_003 = -relation``.
 
     Args:
         za, zb: values at A and B, any equal shapes; positive depths (``space="depth"``) or positive
@@ -593,3 +596,92 @@ def fit_mai2021_constant(si_rmse, runtime_ms, score) -> tuple[float, "object"]:
         raise ValueError("fit_mai2021_constant: runtimes and scores must be > 0")
     per_row = np.power(2.0, -20.0 * si) / (rt * sc)
     return float(np.median(per_row)), per_row
+def valid_interior(mask: Tensor) -> Tensor:
+    """Pixels whose whole 3x3 neighbourhood is valid: the only places a Sobel response of the target is real.
+
+    Outside the image counts as valid because kornia's filters replicate the border. Used by the Sobel edge
+    loss (:func:`depthlib.losses.sobel_edge`) and :func:`edge_error` alike.
+
+    Args:
+        mask: ``(B, 1, H, W)`` bool.
+
+    Returns:
+        ``(B, 1, H, W)`` bool.
+    """
+    invalid = (~mask.bool()).to(torch.float32)
+    return torch.nn.functional.max_pool2d(invalid, kernel_size=3, stride=1, padding=1) == 0
+
+
+def edge_error(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-image mean absolute difference of Sobel gradient magnitudes: how well depth edges are placed.
+
+    sagar2021 adds a Sobel term to the loss to sharpen edges (its Fig. 7) but reports no number for it, since
+    losses of different scales cannot be compared. This metric compares the gradients themselves, with
+    kornia's normalised Sobel kernels (the ones the loss uses), over :func:`valid_interior` pixels (a gradient
+    across an invalid pixel would measure the hole, not the scene).
+
+    Args:
+        pred: ``(B, 1, H, W)`` metres.
+        target: ``(B, 1, H, W)`` metres, 0 = invalid.
+        mask: ``(B, 1, H, W)`` bool; default ``target > 0``.
+
+    Returns:
+        ``(B,)`` metres per pixel (NaN for an image without a valid interior pixel).
+    """
+    import kornia
+
+    if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 1:
+        raise ValueError(f"edge_error: pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be "
+                         "(B, 1, H, W)")
+    mask = (target > 0) if mask is None else mask.bool()
+    interior = valid_interior(mask)
+    target = torch.where(mask, target.float(), torch.zeros_like(target, dtype=torch.float32))
+    diff = (kornia.filters.sobel(pred.float()) - kornia.filters.sobel(target)).abs()
+    total = (diff * interior).flatten(1).sum(1)
+    count = interior.flatten(1).sum(1)
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+
+
+def sample_ordinal_pairs(
+    target: Tensor,
+    mask: Tensor | None = None,
+    *,
+    n_pairs: int = 3000,
+    threshold: float = 0.02,
+    space: Literal["depth", "inverse"] = "depth",
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample point pairs and their ordinal relation from dense (relative) ground truth, as ReDWeb does.
+
+    A and B are drawn uniformly (with replacement) among each image's valid pixels; the relation follows
+    :func:`relation_from_depth` (``+1``: A farther). The procedural scenes' DIW-style pairs
+    (``open_dataset("synth", pairs=K)``) and the ReDWeb ranking loss both sample with this function.
+
+    Relative ``threshold``: ReDWeb's 0.02.
+
+    Args:
+        target: ``(B, 1, H, W)`` depth (``space="depth"``) or inverse depth (``space="inverse"``; ReDWeb's maps).
+        mask: bool ``(B, 1, H, W)``; ``None`` means ``target > 0``.
+        n_pairs: pairs per image.
+        threshold: relative tolerance of the "equal" relation.
+        space: what ``target`` holds.
+        generator: a ``torch.Generator`` for reproducible sampling.
+
+    Returns:
+        ``pairs`` long ``(B, n_pairs, 4)`` ``[yA, xA, yB, xB]`` and ``relation`` long ``(B, n_pairs)``.
+    """
+    if target.dim() != 4 or target.shape[1] != 1:
+        raise ValueError(f"sample_ordinal_pairs: target must be (B, 1, H, W), got {tuple(target.shape)}")
+    mask = (target > 0) if mask is None else mask.bool()
+    if mask.shape != target.shape:
+        raise ValueError(f"sample_ordinal_pairs: mask {tuple(mask.shape)} and target {tuple(target.shape)} differ")
+    b, _, h, w = target.shape
+    weights = mask.reshape(b, h * w).to(torch.float32)
+    if bool((weights.sum(1) == 0).any()):
+        raise ValueError("sample_ordinal_pairs: an image has no valid pixel to sample pairs from")
+    idx = torch.multinomial(weights.cpu(), 2 * n_pairs, replacement=True, generator=generator).to(target.device)
+    ia, ib = idx[:, :n_pairs], idx[:, n_pairs:]
+    pairs = torch.stack([ia // w, ia % w, ib // w, ib % w], dim=-1)
+    flat = target.reshape(b, h * w)
+    relation = relation_from_depth(flat.gather(1, ia), flat.gather(1, ib), threshold, space)
+    return pairs, relation

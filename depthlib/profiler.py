@@ -13,7 +13,7 @@ What is counted:
   transposed convolution and is counted.
 - ``size_mb_fp32`` / ``size_mb_fp16``: bytes of the state dict's floating-point tensors (parameters and BN
   running statistics) at 4 or 2 bytes per value, in MB of 10^6 bytes (what a file browser shows for the
-  checkpoint; seed 000 reports 11.8 MB / 5.9 MB).
+  checkpoint; sagar2021 reports 11.8 MB / 5.9 MB).
 
 Latency (:func:`measure_latency`): the median over ``repeats`` timed forward passes after ``warmup`` untimed
 ones, in ``torch.inference_mode``; on CPU with a fixed ``torch.set_num_threads`` restored afterwards, on CUDA
@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["profile_model", "count_macs", "count_params", "count_conv_weights", "model_size_mb", "measure_latency",
-           "add_subcommands"]
+           "complexity_table", "COMPLEXITY_CHECKS", "reproduce_complexity", "add_subcommands"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -188,3 +188,90 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=20)
     p.set_defaults(func=_run_profile)
+
+
+# ----------------------------------------------------------------------------------------- tables
+def complexity_table(models: Mapping[str, Callable[[], nn.Module]], input_size: Sequence[int] = (1, 3, 224, 224),
+                     *, latency: bool = True, threads: int = 1, warmup: int = 3, repeats: int = 10,
+                     ) -> pd.DataFrame:
+    """Params, MACs, size and median CPU latency of each model, one row per name.
+
+    Args:
+        models: ``{name: factory}``; each factory builds one model (built, profiled and freed in turn, so
+            that a grid of ResNet-50s never sits in memory at once).
+        input_size: ``(B, 3, H, W)`` of the profiled input.
+        latency: also measure the median CPU latency (:func:`depthlib.profiler.measure_latency`).
+        threads, warmup, repeats: of the latency measurement.
+
+    Returns:
+        DataFrame indexed by ``name`` with the columns of :func:`depthlib.profiler.profile_model`
+        (``params``, ``conv_weights``, ``macs``, ``size_mb_fp32``, ``size_mb_fp16``, and ``latency_ms`` with
+        ``latency``) plus ``gmacs`` and ``mparams``.
+    """
+    import pandas as pd
+
+    rows = []
+    for name, factory in models.items():
+        net = factory().eval()
+        kwargs = dict(device="cpu", threads=threads, warmup=warmup, repeats=repeats) if latency else {}
+        row = {"name": name, **profile_model(net, input_size=tuple(input_size), latency=latency, **kwargs)}
+        row["gmacs"] = row["macs"] / 1e9
+        row["mparams"] = row["params"] / 1e6
+        rows.append(row)
+        del net
+    return pd.DataFrame(rows).set_index("name")
+
+
+#: Reported complexity numbers that a preset reproduces by construction: ``(key, preset, (H, W), quantity)``.
+#: ``quantity`` is a key of :func:`depthlib.profiler.profile_model`; zhang2021's "Flops" are compared with our
+#: MACs (the paper does not define its unit; see the preset's docstring).
+COMPLEXITY_CHECKS: tuple[tuple[str, str, tuple[int, int], str], ...] = (
+    *((f"yucel2021/table1/{row}/params", preset, (224, 224), "params") for row, preset in (
+        ("shufflenetv2", "shufflenetv2-nnconv5"), ("mnasnet", "mnasnet-nnconv5"), ("mobilenetv2", "mbv2-nnconv5"),
+        ("mobilenetv3", "mbv3-nnconv5"), ("efficientnet-es", "effnet-es-nnconv5"),
+        ("efficientnet-b0", "effnet-b0-nnconv5"), ("ghostnet", "ghostnet-nnconv5"), ("mixnet-m", "mixnet-m-nnconv5"),
+        ("mixnet-s", "mixnet-s-nnconv5"), ("fastdepth", "fastdepth"))),
+    *((f"yucel2021/table2/{row}/params", row.replace("efnet", "effnet"), (224, 224), "params") for row in (
+        "efnet-es-nnconv5", "efnet-es-fbnet", "mixnet-m-nnconv5", "mixnet-m-fbnet", "ghostnet-nnconv5",
+        "ghostnet-fbnet", "mbv2-nnconv5", "mbv2-fbnet", "mbv2-fbnet-x112")),
+    ("yucel2021/table7/ours/params", "mbv2-fbnet-x112", (224, 224), "params"),
+    ("yucel2021/table7/ours-baseline/params", "mbv2-fbnet-x112", (224, 224), "params"),
+    ("yucel2021/abstract/params", "mbv2-fbnet-x112", (224, 224), "params"),
+    *((f"zhang2021/table2/model{i}/flops", f"mai2021-{i}", (480, 640), "macs") for i in (1, 2, 3, 4)),
+    ("zhang2021/table2/model3-dist/flops", "mai2021-3", (480, 640), "macs"),
+    ("haly/section2.2/midas-v21-small/params", "midas-small", (256, 256), "params"),
+)
+
+
+def reproduce_complexity(checks: Iterable[tuple[str, str, Sequence[int], str]] = COMPLEXITY_CHECKS, *,
+                         presets: Iterable[str] | None = None) -> pd.DataFrame:
+    """Profile each preset of ``checks`` once at its paper resolution and return the checked quantities.
+
+    Args:
+        checks: ``(key, preset, (H, W), quantity)`` rows, default :data:`COMPLEXITY_CHECKS`.
+        presets: restrict to these presets (the smoke profile profiles a few).
+
+    Returns:
+        DataFrame with ``key``, ``preset``, ``input``, ``quantity`` and ``value``, one row per check, ready for
+        the book's ``record_results`` (keep ``key`` and ``value``).
+    """
+    import pandas as pd
+
+    from depthlib.models import create_model
+
+    keep = None if presets is None else set(presets)
+    checks = [c for c in checks if keep is None or c[1] in keep]
+    profiles: dict[tuple[str, tuple[int, ...], bool], dict[str, Any]] = {}
+    rows = []
+    for key, preset, hw, quantity in checks:
+        # parameter counts need no forward pass; MACs do, at the paper's resolution
+        needs_forward = quantity != "params"
+        cache_key = (preset, tuple(hw), needs_forward)
+        if cache_key not in profiles:
+            net = create_model(preset).eval()
+            profiles[cache_key] = (profile_model(net, input_size=(1, 3, *hw)) if needs_forward
+                                   else {"params": count_params(net)})
+            del net
+        rows.append({"key": key, "preset": preset, "input": f"{hw[0]}x{hw[1]}", "quantity": quantity,
+                     "value": float(profiles[cache_key][quantity])})
+    return pd.DataFrame(rows, columns=["key", "preset", "input", "quantity", "value"])

@@ -16,16 +16,17 @@ their protocols) is one entry of ``depthlib/reported/<study>.yaml``. An entry ha
 
 A file may give ``defaults`` that every entry inherits (``conditions`` merge key by key).
 
-Our values are never typed in: :func:`scorecard` reads only what :func:`depthlib.book.record_results` wrote to
-``results/<profile>/<notebook>.csv`` (columns ``key, value, spread, n_seeds, profile, data, seeds, notebook``)
-and joins it with the reported entries on ``key``.
+Our values are never typed in: :func:`scorecard` reads only what the book's ``record_results`` wrote to
+``results/<profile>/<notebook>.csv`` (columns ``key, value, spread, n_seeds, profile, data, seeds, notebook``;
+:func:`load_results`) and joins it with the reported entries on ``key``. Which of our runs re-runs which
+row of a paper's table is :data:`RUN_ROWS`, read through :func:`reported_key`.
 
 Example:
     >>> from depthlib.reported import load_reported, scorecard
     >>> rep = load_reported()                      # DataFrame, one row per reported number
     >>> rep.loc["fastdepth/rmse", "value"]
     0.604
-    >>> card = scorecard("results", "quick")       # every reported number with ours or the reason it is missing
+    >>> card = scorecard("quick", "results")       # every reported number with ours or the reason it is missing
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from depthlib.stats import mean_spread
+
 __all__ = [
     "REPORTED_DIR",
     "RESULT_COLUMNS",
@@ -48,11 +51,15 @@ __all__ = [
     "load_results",
     "scorecard",
     "unreported_results",
+    "results_frame",
+    "study_card",
+    "RUN_ROWS",
+    "reported_key",
 ]
 
 REPORTED_DIR = pathlib.Path(__file__).with_name("reported")
 
-#: Columns of ``results/<profile>/<notebook>.csv`` as written by ``depthlib.book.record_results``.
+#: Columns of ``results/<profile>/<notebook>.csv`` as the book's ``record_results`` writes them.
 RESULT_COLUMNS = ("key", "value", "spread", "n_seeds", "profile", "data", "seeds", "notebook")
 
 #: Allowed values of an entry's ``kind``.
@@ -188,16 +195,13 @@ def _as_profiles(profile: str | Sequence[str]) -> list[str]:
     return profiles
 
 
-def load_results(results_dir: str | os.PathLike | None, profile: str | Sequence[str]) -> pd.DataFrame:
-    """The numbers :func:`depthlib.book.record_results` wrote, one row per key, checked for the scorecard.
-
-    Reads ``results/<profile>/*.csv`` through :func:`depthlib.book.load_results`.
+def load_results(profile: str | Sequence[str], results_dir: str | os.PathLike) -> pd.DataFrame:
+    """The numbers the book's ``record_results`` wrote, one row per key, checked for the scorecard.
 
     Args:
-        results_dir: the ``results/`` directory; ``None``: the book's (``$DEPTHLIB_RESULTS`` or
-            ``<project>/results``).
         profile: a profile name, or several in order of preference (``("paper", "quick")``: a key recorded by
             the paper profile wins over the same key recorded by the quick profile).
+        results_dir: the ``results/`` directory (the book's is ``depthlib.book.results_dir()``).
 
     Returns:
         DataFrame with :data:`RESULT_COLUMNS`, at most one row per key (the most preferred profile's), empty
@@ -207,13 +211,17 @@ def load_results(results_dir: str | os.PathLike | None, profile: str | Sequence[
         ValueError: a csv lacks columns, has non-numeric values, or one profile records a key twice
             (in one notebook or in two).
     """
-    from depthlib.book import load_results as book_load_results
-
+    root = pathlib.Path(results_dir)
     frames = []
     for rank, name in enumerate(_as_profiles(profile)):
-        frame = book_load_results(name, results_dir=results_dir)
-        if frame.empty:
+        # seeds ("0,1") and data are text; empty value/spread cells are NaN.
+        parts = [pd.read_csv(p, dtype={"seeds": str, "data": str, "key": str, "notebook": str, "profile": str},
+                             keep_default_na=False,
+                             na_values={"value": ["", "nan", "NaN"], "spread": ["", "nan", "NaN"]})
+                 for p in sorted(root.glob(f"{name}/*.csv"))]
+        if not parts:
             continue
+        frame = pd.concat(parts, ignore_index=True)
         missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"results of profile {name!r} in {results_dir}: missing column(s) {missing}; "
@@ -241,15 +249,6 @@ def load_results(results_dir: str | os.PathLike | None, profile: str | Sequence[
     return best[list(RESULT_COLUMNS)].reset_index(drop=True)
 
 
-def _format(value: float, spread: float, n_seeds: float) -> str:
-    if pd.isna(value):
-        return ""
-    text = f"{value:.4g}"
-    if not pd.isna(spread) and not pd.isna(n_seeds) and n_seeds > 1:
-        text += f" ± {spread:.2g}"
-    return text
-
-
 def _text(value: Any) -> str | None:
     # pandas turns the YAML's missing optional fields into NaN after a merge; treat them as absent
     return value if isinstance(value, str) and value else None
@@ -271,31 +270,27 @@ def _missing_status(row: pd.Series, results_dir: pathlib.Path, profiles: list[st
     return "needs the paper profile"
 
 
-def scorecard(results_dir: str | os.PathLike | None, profile: str | Sequence[str], *,
+def scorecard(profile: str | Sequence[str], results_dir: str | os.PathLike, *,
               reported: pd.DataFrame | None = None, kinds: Iterable[str] = KINDS) -> pd.DataFrame:
     """Every reported number beside our value, or the reason we have none.
 
     Args:
-        results_dir: the ``results/`` directory that :func:`depthlib.book.record_results` writes to
-            (``None``: the book's).
         profile: the profile whose results to use, or several in order of preference.
+        results_dir: the ``results/`` directory the book's ``record_results`` writes to
+            (``depthlib.book.results_dir()``).
         reported: the reported table (default :func:`load_reported`).
         kinds: which kinds of reported numbers to list (default all).
 
     Returns:
         DataFrame, one row per reported number, columns ``key study source configuration metric units
         reported ours spread n_seeds ours_text profile data seeds notebook dataset resolution device status
-        notes``. ``reported`` is the paper's value; ``ours``/``spread``/``n_seeds``/``profile``/``data``/``seeds``
+        notes kind``. ``reported`` is the paper's value; ``ours``/``spread``/``n_seeds``/``profile``/``data``/``seeds``
         come only from the results csv files; ``status`` is ``measured: <profile> profile``, or says why there is
         no value:
         ``needs the paper profile``, ``not reproducible here: <why>``, ``no chapter reproduces this yet``,
         ``not run: ...``, or that the number is a setting rather than a measurement.
     """
     profiles = _as_profiles(profile)
-    if results_dir is None:
-        from depthlib.book._paths import results_dir as default_results_dir
-
-        results_dir = default_results_dir()
     results_dir = pathlib.Path(results_dir)
     rep = load_reported() if reported is None else reported
     kinds = set(kinds)
@@ -303,7 +298,7 @@ def scorecard(results_dir: str | os.PathLike | None, profile: str | Sequence[str
     if unknown:
         raise ValueError(f"kinds {sorted(unknown)} unknown; expected a subset of {KINDS}")
     rep = rep[rep["kind"].isin(kinds)].reset_index(drop=True)
-    res = load_results(results_dir, profiles).rename(columns={"value": "ours", "notebook": "result_notebook"})
+    res = load_results(profiles, results_dir).rename(columns={"value": "ours", "notebook": "result_notebook"})
     card = rep.rename(columns={"value": "reported"}).merge(res, on="key", how="left", validate="one_to_one")
     has = card["ours"].notna()
     status = pd.Series("", index=card.index, dtype=object)
@@ -318,14 +313,30 @@ def scorecard(results_dir: str | os.PathLike | None, profile: str | Sequence[str
         status[i] = _missing_status(card.loc[i], results_dir, profiles)
     card["status"] = status
     card["notebook"] = card["result_notebook"].where(has, card["notebook"])
-    card["ours_text"] = [_format(v, s, n) for v, s, n in zip(card["ours"], card["spread"], card["n_seeds"])]
+    card["ours_text"] = [mean_spread(v, s, n) for v, s, n in zip(card["ours"], card["spread"], card["n_seeds"])]
     columns = ["key", "study", "source", "configuration", "metric", "units", "reported", "ours", "spread",
                "n_seeds", "ours_text", "profile", "data", "seeds", "notebook", "dataset", "resolution", "device",
-               "status", "notes"]
+               "status", "notes", "kind"]
     return card[columns]
 
 
-def unreported_results(results_dir: str | os.PathLike | None, profile: str | Sequence[str], *,
+def study_card(card: pd.DataFrame, study: str, *, show_inputs: bool = False) -> pd.DataFrame:
+    """One study's rows of a :func:`scorecard`, as the scorecard chapter shows them (indexed by key).
+
+    Args:
+        card: a :func:`scorecard` table.
+        study: a study key of ``card["study"]``.
+        show_inputs: also list the study's settings and architecture numbers, not only its results.
+    """
+    if study not in set(card["study"]):
+        raise KeyError(f"study_card: no study {study!r}; studies: {sorted(set(card['study']))}")
+    rows = card[(card["study"] == study) & (show_inputs | (card["kind"] == "result"))]
+    columns = ["key", "source", "configuration", "reported", "units", "ours_text", "profile", "data", "seeds",
+               "status"]
+    return rows[columns].rename(columns={"ours_text": "ours (mean ± std over seeds)"}).set_index("key")
+
+
+def unreported_results(profile: str | Sequence[str], results_dir: str | os.PathLike, *,
                        reported: pd.DataFrame | None = None) -> pd.DataFrame:
     """Recorded results whose key matches no reported number.
 
@@ -338,8 +349,83 @@ def unreported_results(results_dir: str | os.PathLike | None, profile: str | Seq
         The rows of :func:`load_results` whose key is not reported, plus a bool column ``suspect``.
     """
     rep = load_reported() if reported is None else reported
-    res = load_results(results_dir, profile)
+    res = load_results(profile, results_dir)
     extra = res[~res["key"].isin(rep["key"])].reset_index(drop=True)
     studies = tuple(f"{s}/" for s in rep["study"].unique())
     extra["suspect"] = extra["key"].str.startswith(studies) & ~extra["key"].str.contains("/ours/")
     return extra
+
+
+# ------------------------------------------------------------------------------ our runs -> reported keys
+#: Which of our runs re-runs which row of a paper's table: ``{table: {run: row}}``; the reported key of a
+#: metric is ``f"{table}/{row}/{metric}"`` (:func:`reported_key`). ``sagar2021/table3`` runs are
+#: ``(preset, optimizer, "fixed" | "searched")``: FastDepth's MobileNet and sagar2021's MobileNetV2 preset,
+#: trained at the fixed LR or at the LR the range test suggests; ``sagar2021/table4`` runs are batch sizes.
+RUN_ROWS: dict[str, dict[Any, str]] = {
+    "sagar2021/table3": {
+        ("fastdepth", "sgd", "fixed"): "mobilenet-sgd",
+        ("mbv2-nnconv5-narrow", "sgd", "fixed"): "mobilenetv2-sgd",
+        ("fastdepth", "sgd", "searched"): "mobilenet-sgd-searched",
+        ("mbv2-nnconv5-narrow", "sgd", "searched"): "mobilenetv2-sgd-searched",
+        ("fastdepth", "adam", "searched"): "mobilenet-adam-searched",
+        ("mbv2-nnconv5-narrow", "adam", "searched"): "mobilenetv2-adam-searched",
+    },
+    "sagar2021/table4": {64: "batch64", 128: "batch128"},
+}
+
+
+def reported_key(table: str, run: Any, metric: str, *, reported: pd.DataFrame | None = None) -> str | None:
+    """The reported key our ``run`` of ``table`` is compared with for ``metric``, or ``None`` when the paper
+    has no such row (a run of ours the paper did not make).
+
+    Example: ``reported_key("sagar2021/table3", ("fastdepth", "sgd", "fixed"), "delta1")`` is
+    ``"sagar2021/table3/mobilenet-sgd/delta1"``.
+
+    Raises:
+        KeyError: an unknown ``table``, or a mapped row whose key is not in the reported YAML (a typo in
+            :data:`RUN_ROWS` or a metric the paper does not report for that row), naming the key.
+    """
+    if table not in RUN_ROWS:
+        raise KeyError(f"reported_key: no run mapping for table {table!r}; tables: {sorted(RUN_ROWS)}")
+    row = RUN_ROWS[table].get(run if not isinstance(run, list) else tuple(run))
+    if row is None:
+        return None
+    key = f"{table}/{row}/{metric}"
+    rep = load_reported() if reported is None else reported
+    if key not in rep.index:
+        close = [k for k in rep.index if k.startswith(f"{table}/{row}/")]
+        raise KeyError(f"reported_key: {key!r} is not a reported key; keys of that row: {close}")
+    return key
+
+
+def results_frame(summary: pd.DataFrame, keys: Mapping[Any, str], *, by: str | Sequence[str]) -> pd.DataFrame:
+    """Rows for the book's ``record_results`` from a :func:`depthlib.stats.summarize` table.
+
+    Args:
+        summary: output of :func:`summarize`.
+        keys: ``{(group value(s), metric): reported key}``, e.g.
+            ``{("MobileNetV2", "val_delta1"): reported_key("sagar2021/table3", ("mbv2-nnconv5-narrow", "sgd",
+            "fixed"), "delta1")}``; a group of
+            several columns is a tuple of their values followed by the metric.
+        by: the group column(s) used in :func:`summarize`.
+
+    Returns:
+        DataFrame with ``key``, ``value`` (the mean), ``spread`` (the std over seeds), ``n_seeds`` and
+        ``seeds``, one row per entry of ``keys``.
+
+    Raises:
+        KeyError: a ``keys`` entry that matches no summary row (naming it).
+    """
+    cols = [by] if isinstance(by, str) else list(by)
+    index = {}
+    for _, r in summary.iterrows():
+        index[tuple(r[c] for c in cols) + (r["metric"],)] = r
+    rows = []
+    for sel, key in keys.items():
+        sel = sel if isinstance(sel, tuple) else (sel,)
+        if sel not in index:
+            raise KeyError(f"results_frame: no summary row for {sel}; rows: {list(index)[:10]}")
+        r = index[sel]
+        rows.append({"key": key, "value": r["mean"], "spread": r["std"], "n_seeds": int(r["n"]),
+                     "seeds": r["seeds"]})
+    return pd.DataFrame(rows, columns=["key", "value", "spread", "n_seeds", "seeds"])

@@ -25,6 +25,7 @@ import yaml
 import depthlib.book as book
 from depthlib.book import cache as cache_module
 from depthlib.book import runner
+from depthlib.reported import load_results
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -149,8 +150,22 @@ def test_every_source_notebook_follows_the_parameters_contract():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), path.name
         assert code[0].source.splitlines()[0].startswith('profile = "quick"'), path.name
-        assert f'setup("{path.stem}", profile' in code[1].source, path.name
+        assert f'setup("{path.stem}", profile, globals())' in code[1].source, path.name
         assert all(not c.get("outputs") for c in code), f"{path.name}: source notebooks are stored without outputs"
+        # parameters are written once, in the parameters cell: setup reads them from globals(), so a name the
+        # profile does not know would be silently ignored
+        names = [line.split("=")[0].strip() for line in code[0].source.splitlines() if "=" in line.split("#")[0]]
+        known = set(book.profile_values(path.stem, "quick")) | {"profile"}
+        assert set(names) <= known, f"{path.name}: parameters {sorted(set(names) - known)} are not in the profiles"
+        # thin chapters: logic lives in depthlib, with tests
+        defs = [c.source.split("def ")[1].split("(")[0] for c in code if re.search(r"^\s*def ", c.source, re.M)]
+        assert not defs, f"{path.name}: functions {defs} belong in depthlib"
+
+
+def test_setup_reads_the_parameters_from_the_notebook_namespace(project):
+    P = book.setup("nb", "t", {"epochs": 5, "lr": None, "unrelated": 1, "profile": "t"}, show=False)
+    assert P.epochs == 5 and P.lr == 0.01
+    assert book.setup("nb", "t", {"epochs": 5}, epochs=7, show=False).epochs == 7
 
 
 # ---------------------------------------------------------------- cached()
@@ -175,7 +190,7 @@ def test_cached_computes_once_per_params_and_code_version(project, monkeypatch):
     assert second["note"] is None
     book.cached("chapter/result", {**params, "epochs": 4}, compute)
     assert len(calls) == 2
-    monkeypatch.setattr(cache_module, "code_version", lambda: "edited")
+    monkeypatch.setattr(cache_module, "code_version", lambda roots=None: "edited")
     book.cached("chapter/result", params, compute)
     assert len(calls) == 3
     book.cached("chapter/result", params, compute, refresh=True)
@@ -184,7 +199,7 @@ def test_cached_computes_once_per_params_and_code_version(project, monkeypatch):
 
 def test_cached_survives_a_code_change_during_the_computation(project, monkeypatch):
     version = {"now": "v1"}
-    monkeypatch.setattr(cache_module, "code_version", lambda: version["now"])
+    monkeypatch.setattr(cache_module, "code_version", lambda roots=None: version["now"])
 
     def compute():
         version["now"] = "v2"   # someone edits depthlib while a long computation runs
@@ -253,9 +268,9 @@ def test_record_results_writes_the_contract_columns(project):
     assert written["profile"].unique().tolist() == ["t"] and written["data"].unique().tolist() == ["synth"]
     assert written.loc[0, "value"] == pytest.approx(0.6) and np.isnan(written.loc[1, "spread"])
     assert out.shape == (2, 8)
-    back = book.load_results("t")
+    back = load_results("t", project / "results")
     assert back["key"].tolist() == ["s/t1/rmse", "s/t1/delta1"] and back["seeds"].tolist() == ["0,1", "0,1"]
-    assert np.isnan(back.loc[1, "spread"]) and book.load_results("other").columns.tolist() == list(book.RESULT_COLUMNS)
+    assert np.isnan(back.loc[1, "spread"]) and load_results("other", project / "results").columns.tolist() == list(book.RESULT_COLUMNS)
 
 
 def test_record_results_rejects_bad_frames(project):
@@ -369,7 +384,7 @@ def test_data_chapter_uses_the_real_samples_when_present(shared_nyu_data, shared
     table = next(o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
                  if "Parameters of this run" in o.get("data", {}).get("text/markdown", ""))
     assert "Data: `nyu_data`" in table
-    results = book.load_results("smoke", results_dir=tmp_path / "results").set_index("key")
+    results = load_results("smoke", tmp_path / "results").set_index("key")
     # FastDepth's own prediction on its deploy sample: RMSE 0.618 m, delta1 0.777 (data/README.md).
     assert results.loc["fastdepth/ours/deploy-sample/rmse", "value"] == pytest.approx(0.618, abs=1e-3)
     assert results.loc["fastdepth/ours/deploy-sample/delta1", "value"] == pytest.approx(0.777, abs=1e-3)

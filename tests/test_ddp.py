@@ -55,7 +55,7 @@ def make_run():
     torch.manual_seed(0)
     model = SmallNet()
     cfg = TrainConfig(epochs=2, batch_size=4, optimizer="sgd", lr=0.05, momentum=0.9, schedule="step",
-                      step_size=1, gamma=0.5, loss="l1", normalize="imagenet", progress=False, seed=7)
+                      step_size=1, gamma=0.5, loss="l1", progress=False, seed=7)
     return model, cfg
 
 

@@ -33,5 +33,5 @@ def test_relative_output_at_the_input_size_and_a_multiple_of_16():
         assert model(torch.rand(1, 3, 48, 80)).shape == (1, 1, 48, 80)
     with pytest.raises(ValueError, match="multiple of 16"):
         model(torch.rand(1, 3, 40, 64))
-    with pytest.raises(ValueError, match="no pretrained weights"):
-        create_model("chen2016-hourglass", pretrained_encoder="imagenet")
+    with pytest.raises(ValueError, match="does not declare its encoder"):
+        create_model("chen2016-hourglass", weights="imagenet")         # Chen et al. train from scratch

@@ -63,7 +63,7 @@ def test_shared_weights_load_by_path(shared_weights):
     sd2 = torch.load(v2, map_location="cpu", weights_only=True)
     assert torch.equal(enc2.state_dict()["body.features.18.0.weight"], sd2["features.18.0.weight"])
     # through the registry too
-    model = create_model("fastdepth", pretrained_encoder=v1)
+    model = create_model("fastdepth", weights=v1)
     assert torch.equal(model.state_dict()["encoder.body.model.0.0.weight"], sd["model.0.0.weight"])
 
 
@@ -89,7 +89,7 @@ def test_path_weights_are_loaded_into_full_model(tmp_path):
 def test_imagenet_offline_fails_fast_naming_local_option(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(enc_mod, "_reachable", lambda host, timeout=3.0: False)
-    with pytest.raises(RuntimeError, match="pretrained_encoder='/path/to/weights.pth'"):
+    with pytest.raises(RuntimeError, match="weights=./path/to/weights.pth."):
         create_encoder("resnet18", weights="imagenet")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -213,8 +213,8 @@ def test_load_checkpoint_roundtrip_and_mismatch(tmp_path):
     torch.save({"model": a.state_dict(), "epoch": 3}, path)  # a trainer-style wrapper
     b = load_checkpoint(create_model("fastdepth"), path)
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
-    with pytest.raises(ValueError, match=r"does not match model 'mobilenetv2-nnconv5'.*missing keys \['encoder\.body\.features"):
-        load_checkpoint(create_model("mobilenetv2-nnconv5"), path)
+    with pytest.raises(ValueError, match=r"does not match model 'mbv2-nnconv5-narrow'.*missing keys \['encoder\.body\.features"):
+        load_checkpoint(create_model("mbv2-nnconv5-narrow"), path)
     with pytest.raises(ValueError, match="shape mismatches .*decoder"):
         load_checkpoint(create_model("fastdepth-concat"), path)
 

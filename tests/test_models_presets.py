@@ -32,7 +32,8 @@ def test_preset_attributes_and_doc(name):
     assert h % model.input_multiple == 0 and w % model.input_multiple == 0
     doc = model_doc(name)
     assert f"{h}x{w}" in doc, f"{name}: docstring should name its resolution"
-    assert any(k in doc for k in ("Seed", "seed", "FastDepth", "yucel2021")), f"{name}: docstring should name its paper"
+    assert any(k in doc for k in ("wofk2019", "sagar2021", "zhang2021", "yucel2021", "haly2021", "FastDepth")), \
+        f"{name}: docstring should name its study"
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -87,10 +88,10 @@ PAPER_PARAMS_M = {
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
-def test_seed003_parameter_counts(name):
+def test_yucel2021_parameter_counts(name):
     assert count_params(create_model(name)) / 1e6 == pytest.approx(PAPER_PARAMS_M[name], rel=0.03)
 
 
 def test_midas_small_parameter_count():
-    # seed 004, Sec. 2.2: "MiDaS v2.1 Small has a total of 16,600,929 parameters"
+    # haly2021, Sec. 2.2: "MiDaS v2.1 Small has a total of 16,600,929 parameters"
     assert count_params(create_model("midas-small")) == 16_600_929

@@ -47,16 +47,16 @@ def test_size_mb_counts_float_state():
     assert model_size_mb(model, 2) == pytest.approx(80 * 2 / 1e6)
 
 
-def test_seed000_model_size():
-    # seed 000, Sec. 5: MobileNetV2 + NNConv5 is 11.8 MB in fp32 and 5.9 MB in fp16
-    res = profile_model(create_model("mobilenetv2-nnconv5"), (1, 3, 224, 224))
+def test_sagar2021_model_size():
+    # sagar2021, Sec. 5: MobileNetV2 + NNConv5 is 11.8 MB in fp32 and 5.9 MB in fp16
+    res = profile_model(create_model("mbv2-nnconv5-narrow"), (1, 3, 224, 224))
     assert res["size_mb_fp32"] == pytest.approx(11.8, rel=0.02)
     assert res["size_mb_fp16"] == pytest.approx(5.9, rel=0.02)
 
 
 @pytest.mark.parametrize("model_id", [1, 2, 3, 4])
 def test_mai2021_flops(model_id):
-    # seed 002, Table 2 "Flops" at 128x160 (read as MACs; widths chosen to match, within 6 %)
+    # zhang2021, Table 2 "Flops" at 128x160 (read as MACs; widths chosen to match, within 6 %)
     macs = count_macs(create_model(f"mai2021-{model_id}"), (1, 3, 128, 160))
     assert macs / 1e6 == pytest.approx(MAI2021_FLOPS_M[model_id], rel=0.06)
 

@@ -126,7 +126,7 @@ def test_scorecard_joins_on_key_and_explains_missing_values(tmp_path):
     results = tmp_path / "results"
     _results(results, "quick", "03_fastdepth", [{"key": "toy/a", "value": 0.61, "spread": 0.02},
                                                 {"key": "ours/extra", "value": 3.0}])
-    card = scorecard(results, "quick", reported=rep).set_index("key")
+    card = scorecard("quick", results, reported=rep).set_index("key")
     assert len(card) == len(rep)  # every reported number appears, whether we have it or not
     assert card.loc["toy/a", "reported"] == 0.5 and card.loc["toy/a", "ours"] == 0.61
     assert card.loc["toy/a", "ours_text"] == "0.61 ± 0.02"
@@ -140,7 +140,7 @@ def test_scorecard_joins_on_key_and_explains_missing_values(tmp_path):
 
     # the chapter ran but did not record toy/c: in the quick profile that means it needs the paper profile
     _results(results, "quick", "04_x", [{"key": "ours/other", "value": 1.0}])
-    card = scorecard(results, "quick", reported=rep).set_index("key")
+    card = scorecard("quick", results, reported=rep).set_index("key")
     assert card.loc["toy/c", "status"] == "needs the paper profile"
 
 
@@ -150,23 +150,23 @@ def test_profile_preference_order(tmp_path):
     results = tmp_path / "results"
     _results(results, "quick", "03_fastdepth", [{"key": "toy/a", "value": 0.9}])
     _results(results, "paper", "03_fastdepth", [{"key": "toy/a", "value": 0.55}])
-    assert scorecard(results, ("paper", "quick"), reported=rep).set_index("key").loc["toy/a", "ours"] == 0.55
-    assert scorecard(results, ("quick", "paper"), reported=rep).set_index("key").loc["toy/a", "ours"] == 0.9
+    assert scorecard(("paper", "quick"), results, reported=rep).set_index("key").loc["toy/a", "ours"] == 0.55
+    assert scorecard(("quick", "paper"), results, reported=rep).set_index("key").loc["toy/a", "ours"] == 0.9
 
 
 def test_results_validation(tmp_path):
     (tmp_path / "quick").mkdir()
     pd.DataFrame({"key": ["toy/a"], "value": [1.0]}).to_csv(tmp_path / "quick" / "03_a.csv", index=False)
     with pytest.raises(ValueError, match="missing column"):
-        load_results(tmp_path, "quick")
+        load_results("quick", tmp_path)
     _results(tmp_path, "quick", "03_a", [{"key": "toy/a", "value": 1.0}, {"key": "toy/a", "value": 2.0}])
     with pytest.raises(ValueError, match="more than once"):
-        load_results(tmp_path, "quick")
+        load_results("quick", tmp_path)
     _results(tmp_path, "quick", "03_a", [{"key": "toy/a", "value": 1.0}])
     _results(tmp_path, "quick", "04_b", [{"key": "toy/a", "value": 1.0}])
     with pytest.raises(ValueError, match=r"more than once \(notebook\(s\) \['03_a', '04_b'\]\)"):
-        load_results(tmp_path, "quick")
-    assert load_results(tmp_path / "absent", "quick").empty
+        load_results("quick", tmp_path)
+    assert load_results("quick", tmp_path / "absent").empty
 
 
 def test_unreported_results_catch_typos(tmp_path):
@@ -175,6 +175,28 @@ def test_unreported_results_catch_typos(tmp_path):
     _results(tmp_path / "results", "quick", "03_fastdepth",
              [{"key": "toy/a", "value": 1.0}, {"key": "toy/aa", "value": 1.0}, {"key": "ours/x", "value": 1.0},
               {"key": "toy/ours/latency", "value": 1.0}])
-    extra = unreported_results(tmp_path / "results", "quick", reported=rep).set_index("key")
+    extra = unreported_results("quick", tmp_path / "results", reported=rep).set_index("key")
     assert sorted(extra.index) == ["ours/x", "toy/aa", "toy/ours/latency"]
     assert extra["suspect"].to_dict() == {"toy/aa": True, "ours/x": False, "toy/ours/latency": False}
+
+
+def test_every_run_mapping_names_a_reported_key(monkeypatch):
+    """Chapter 04 records through RUN_ROWS: a missing or misspelled row must fail here, not vanish from the
+    scorecard."""
+    from depthlib import reported as R
+
+    rep = load_reported()
+    metrics = {"sagar2021/table3": ("delta1", "loss"), "sagar2021/table4": ("delta1",)}
+    for table, rows in R.RUN_ROWS.items():
+        for run in rows:
+            for metric in metrics[table]:
+                assert R.reported_key(table, run, metric, reported=rep) in rep.index
+    for model in ("fastdepth", "mbv2-nnconv5-narrow"):
+        for optimizer in ("sgd", "adam"):
+            assert R.reported_key("sagar2021/table3", (model, optimizer, "searched"), "searched-lr", reported=rep)
+        assert R.reported_key("sagar2021/table3", (model, "adam", "fixed"), "delta1", reported=rep) is None
+    monkeypatch.setitem(R.RUN_ROWS, "sagar2021/table4", {64: "batch-64"})
+    with pytest.raises(KeyError, match="'sagar2021/table4/batch-64/delta1' is not a reported key"):
+        R.reported_key("sagar2021/table4", 64, "delta1", reported=rep)
+    with pytest.raises(KeyError, match="no run mapping for table 'sagar2021/table9'"):
+        R.reported_key("sagar2021/table9", 64, "delta1", reported=rep)

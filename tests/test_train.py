@@ -77,7 +77,7 @@ def synth(n: int, seed: int = 0, split: str = "train", augment: bool = True, cor
 
 def config(**overrides) -> TrainConfig:
     base = dict(epochs=2, batch_size=4, lr=0.05, optimizer="sgd", schedule="step", step_size=1, gamma=0.5,
-                loss="l1", normalize="imagenet", progress=False, seed=3)
+                loss="l1", progress=False, seed=3)
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -103,7 +103,7 @@ def sha(path) -> str:
 @pytest.mark.parametrize(
     "field, value",
     [("epochs", 0), ("batch_size", -1), ("optimizer", "rmsprop"), ("lr", 0.0), ("schedule", "cosine"),
-     ("gamma", -0.1), ("betas", (0.9, 1.5)), ("normalize", "coco"), ("log_every", 0), ("seed", -1),
+     ("gamma", -0.1), ("betas", (0.9, 1.5)), ("log_every", 0), ("seed", -1),
      ("aux_weights", (0.5, float("nan")))],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
@@ -139,7 +139,7 @@ def _lrs(cfg: TrainConfig, epochs: int) -> list[float]:
 
 @pytest.mark.parametrize("gamma", [0.1, 0.9])
 def test_step_schedule_decays_every_n_epochs(gamma):
-    # FastDepth / seed 003: x0.1 every 10 epochs; seed 000: x0.9 every 10 epochs.
+    # FastDepth / yucel2021: x0.1 every 10 epochs; sagar2021: x0.9 every 10 epochs.
     lrs = _lrs(TrainConfig(lr=0.08, schedule="step", step_size=10, gamma=gamma), 30)
     assert lrs[:10] == [0.08] * 10
     assert lrs[10] == pytest.approx(0.08 * gamma) and lrs[19] == pytest.approx(0.08 * gamma)
@@ -147,7 +147,7 @@ def test_step_schedule_decays_every_n_epochs(gamma):
 
 
 def test_poly_schedule_power_0_9():
-    # Seed 002: polynomial decay from 8e-3 with power 0.9 over the run.
+    # zhang2021: polynomial decay from 8e-3 with power 0.9 over the run.
     cfg = TrainConfig(optimizer="adam", lr=8e-3, eps=1e-3, schedule="poly", power=0.9, epochs=5)
     expected = [8e-3 * (1 - e / 5) ** 0.9 for e in range(5)]
     assert _lrs(cfg, 5) == pytest.approx(expected, rel=1e-6)
@@ -300,14 +300,14 @@ def test_loss_is_applied_to_every_head_with_upsampled_aux():
     up = F.interpolate(out["aux"][0], size=SIZE, mode="bilinear", align_corners=False)
     assert torch.allclose(loss, 0.6 * l1(out["depth"], depth, mask) + 0.4 * l1(up, depth, mask))
     assert final is out["depth"]
-    default, _ = _engine.compute_loss(out, (depth, mask), l1, None)  # seed 003: 0.5 final, 0.5 split
+    default, _ = _engine.compute_loss(out, (depth, mask), l1, None)  # yucel2021: 0.5 final, 0.5 split
     assert torch.allclose(default, 0.5 * l1(out["depth"], depth, mask) + 0.5 * l1(up, depth, mask))
     with pytest.raises(ValueError, match=r"aux_weights=\(1.0,\) has 1 weights but the model returned 1 final \+ 1"):
         _engine.compute_loss(out, (depth, mask), l1, (1.0,))
 
 
 def test_fit_trains_a_preset_with_intermediate_heads_and_validates_in_eval_mode():
-    # seed 003's FBNet decoder with its two training-only heads; default weights 0.5 / 0.25 / 0.25
+    # yucel2021's FBNet decoder with its two training-only heads; default weights 0.5 / 0.25 / 0.25
     torch.manual_seed(0)
     model = create_model("mbv2-fbnet", aux_heads=2)
     x = torch.rand(2, 3, 32, 32)
@@ -329,7 +329,7 @@ def test_progress_bars_show_loss_delta1_and_throughput(capsys):
 
 def test_evaluate_equals_depth_metrics_on_the_whole_set():
     model, data = tiny_model(), synth(7, split="val", augment=False)
-    got = evaluate(model, data, TrainConfig(normalize="imagenet"), batch_size=3, max_depth=3.0)
+    got = evaluate(model, data, TrainConfig(), batch_size=3, max_depth=3.0)
     batch = torch.utils.data.default_collate([data[i] for i in range(len(data))])
     model.eval()
     with torch.no_grad():

@@ -11,23 +11,26 @@ and continues with::
     P = depthlib.book.setup("02_data", profile, n_scenes=n_scenes)
 
 ``setup`` loads ``profiles/<profile>.yaml``, checks every value's type and displays the parameters of the
-run. Expensive results go through ``cached(key, P, fn)``; reproduced numbers through
-``record_results(df, "02_data", P)`` (read back, joined with the papers' numbers, by
-:func:`depthlib.reported.scorecard`). ``depthlib book --profile quick`` runs every notebook of ``_toc.yml``
+run. Expensive results go through ``cached(key, P, fn)`` (keyed by the parameters and the library code the
+result depends on), grids of runs through ``run_grid`` (:mod:`depthlib.book.grids`); reproduced numbers
+through ``record_results(df, "02_data", P)`` (read back, joined with the papers' numbers, by
+:func:`depthlib.reported.scorecard`). The book sits on top of the library: nothing in ``depthlib`` outside
+``depthlib.book`` imports it. ``depthlib book --profile quick`` runs every notebook of ``_toc.yml``
 through papermill and builds the HTML (see :mod:`depthlib.book.runner`).
 """
 
 from __future__ import annotations
 
-from ._paths import find_nyu_data, find_shared, find_weights, project_root
+from ._paths import find_nyu_data, find_shared, find_weights, project_root, results_dir
 from .cache import cache_path, cached, code_version, load_cached
+from .grids import GridResult, grid, run_grid
 from .params import Params, ParameterError, list_profiles, load_profile, profile_values, setup
-from .results import RESULT_COLUMNS, load_results, record_results, results_path
+from .results import RESULT_COLUMNS, record_results, results_path
 
 __all__ = [
     "Params", "ParameterError", "RESULT_COLUMNS", "add_subcommands", "cache_path", "cached", "code_version",
-    "find_nyu_data", "find_shared", "find_weights", "list_profiles", "load_cached", "load_profile", "load_results", "profile_values",
-    "project_root", "record_results", "results_path", "setup",
+    "find_nyu_data", "find_shared", "find_weights", "list_profiles", "load_cached", "load_profile", "profile_values",
+    "project_root", "record_results", "results_dir", "results_path", "setup", "grid", "run_grid", "GridResult",
 ]
 
 

@@ -77,20 +77,12 @@ def find_shared(name: str, marker: str = "") -> pathlib.Path | None:
 
 
 def find_weights(filename: str) -> pathlib.Path | None:
-    """A weights file, ``filename``, or None when absent.
+    """A weights file, ``filename``, or None when absent: :func:`depthlib.models.weights.find_weights_file`
+    (``$DEPTHLIB_WEIGHTS``, ``$DEPTHLIB_SHARED/weights``, ``data/weights`` and ``shared/weights`` from the
+    working directory up, and beside the source tree)."""
+    from depthlib.models.weights import find_weights_file
 
-    Searched in ``$DEPTHLIB_SHARED/weights``, ``<root>/../shared/weights`` (beside a developer's checkout) and
-    ``<root>/data/weights`` (where a reader puts converted weights).
-    """
-    root = project_root()
-    candidates = []
-    if os.environ.get("DEPTHLIB_SHARED"):
-        candidates.append(pathlib.Path(os.environ["DEPTHLIB_SHARED"]).expanduser() / "weights")
-    candidates += [root.parent / "shared" / "weights", root / "data" / "weights"]
-    for folder in candidates:
-        if (folder / filename).is_file():
-            return (folder / filename).resolve()
-    return None
+    return find_weights_file(filename)
 
 
 def find_nyu_data() -> pathlib.Path | None:

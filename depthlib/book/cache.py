@@ -1,4 +1,17 @@
-"""The results cache: expensive results stored pickle-free, keyed by parameters and depthlib's code version.
+"""The results cache: expensive results stored pickle-free, keyed by parameters and the code they depend on.
+
+An entry's key is ``(key, params, code)``, where ``code`` hashes only the depthlib modules the computation
+depends on (:func:`dependencies`): the modules of the depthlib functions and objects ``fn`` refers to (through
+its globals and closures, following the chapter's own helper functions), and everything those modules import
+from depthlib, lazily imported modules included. Each module is hashed by its syntax tree with docstrings
+removed, so comments, docstrings and formatting never invalidate a result; plotting, the command line and the
+book machinery (runner, cache, results, grids, parameters) are never part of it. A result that depends on a
+loss is recomputed when the loss's code changes; a docstring edit in ``plotting.py`` keeps every cached run.
+When the references cannot be followed (``fn`` uses the whole ``depthlib`` package), every library module
+counts.
+
+A corrupt entry or an unwritable cache directory is a warning and a recompute, never a crash, a stale number
+or a lost result.
 
 A cached value is a tree of JSON values (numbers, strings, booleans, None, lists, str-keyed dicts),
 ``pandas.DataFrame``/``Series``, ``torch.Tensor`` and ``numpy.ndarray``. It is stored as a directory
@@ -10,6 +23,8 @@ directory received from someone else (a ``paper`` run made on a GPU) cannot exec
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import math
@@ -18,7 +33,9 @@ import pathlib
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+import types
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from . import _paths
@@ -29,20 +46,159 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*
 _FORMAT = 1  # bump when the on-disk layout changes
 
 
-def code_version() -> str:
-    """SHA-256 (hex) of depthlib's source files: their relative paths and contents.
+#: Modules that never change a cached result: drawing, the command line and the book's own machinery.
+NOT_DEPENDENCIES = ("depthlib.plotting", "depthlib.cli", "depthlib.book", "depthlib.book._paths",
+                    "depthlib.book.cache", "depthlib.book.grids", "depthlib.book.params", "depthlib.book.results",
+                    "depthlib.book.runner")
 
-    Any edit to the library invalidates every cached result, so a page never shows numbers computed by
-    older code.
-    """
-    package = _paths.package_dir()
-    digest = hashlib.sha256()
+
+def _modules(package: pathlib.Path) -> dict[str, pathlib.Path]:
+    """``{dotted name: file}`` of every module of the package at ``package``."""
+    out = {}
     for path in _paths.code_files():
-        digest.update(path.relative_to(package).as_posix().encode())
+        if path.suffix != ".py":
+            continue
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(("depthlib", *parts))] = path
+    return out
+
+
+def _stat(path: pathlib.Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(path: str, size: int, mtime: int) -> tuple[str, tuple[str, ...]]:
+    """A module's hash without docstrings, comments or formatting, and the names it imports (any depth)."""
+    source = pathlib.Path(path).read_text(encoding="utf-8")
+    tree = ast.parse(source, filename=path)
+    imports = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                body[0] = ast.Pass()  # the docstring does not compute anything
+        if isinstance(node, ast.Import):
+            imports += [(0, alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            imports.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+    digest = hashlib.sha256(ast.dump(tree, annotate_fields=False, include_attributes=False).encode()).hexdigest()
+    return digest, tuple(json.dumps(i) for i in imports)
+
+
+def _imported(name: str, path: pathlib.Path, known: Mapping[str, pathlib.Path]) -> set[str]:
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for item in _parsed(*_stat(path))[1]:
+        level, module, names = json.loads(item)
+        if level:
+            base = package.split(".")[: len(package.split(".")) - level + 1]
+            module = ".".join(base + ([module] if module else []))
+        for candidate in [module, *(f"{module}.{n}" for n in names)]:
+            if candidate in known:
+                found.add(candidate)
+    return found
+
+
+def dependencies(roots: Iterable[str] | None = None) -> list[str]:
+    """The depthlib modules a computation starting in ``roots`` runs: their static import closure (lazy
+    imports included, parent packages included), less :data:`NOT_DEPENDENCIES`. ``None``: every module."""
+    known = _modules(_paths.package_dir())
+    if roots is None:
+        todo = list(known)
+    else:
+        todo = [r for r in roots if r in known]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in NOT_DEPENDENCIES:  # the book's machinery is no computation: do not follow its imports
+            continue
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in known]
+        todo += sorted(_imported(name, known[name], known) - seen)
+    return sorted(m for m in seen if m not in NOT_DEPENDENCIES)
+
+
+def code_version(roots: Iterable[str] | None = None) -> str:
+    """SHA-256 (hex) of the code of :func:`dependencies` ``(roots)``: module names and their syntax trees
+    without docstrings. Comments, docstrings and modules outside the closure do not change it."""
+    known = _modules(_paths.package_dir())
+    digest = hashlib.sha256()
+    for name in dependencies(roots):
+        digest.update(name.encode())
         digest.update(b"\0")
-        digest.update(path.read_bytes())
+        digest.update(_parsed(*_stat(known[name]))[0].encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def roots_of(fn: Callable[..., Any]) -> set[str] | None:
+    """The depthlib modules ``fn`` refers to: the modules of the depthlib functions, classes, objects and
+    modules reachable from its globals and closure cells, following non-depthlib functions (a chapter's own
+    ``run``) a few levels deep. ``None`` when it refers to the ``depthlib`` package as a whole or to nothing
+    of depthlib (then every module counts)."""
+    roots: set[str] = set()
+    seen: set[int] = set()
+
+    def visit(obj: Any, depth: int) -> bool:  # False: give up (too broad)
+        if id(obj) in seen or depth > 6:
+            return True
+        seen.add(id(obj))
+        if isinstance(obj, types.ModuleType):
+            name = obj.__name__
+            if name == "depthlib":
+                return False
+            if name.startswith("depthlib."):
+                roots.add(name)
+            return True
+        if isinstance(obj, functools.partial):
+            return all(visit(o, depth + 1) for o in (obj.func, *obj.args, *obj.keywords.values()))
+        module = getattr(obj, "__module__", None) if isinstance(obj, (type, types.FunctionType,
+                                                                        types.BuiltinFunctionType)) \
+            else type(obj).__module__
+        if isinstance(module, str) and (module == "depthlib" or module.startswith("depthlib.")):
+            roots.add(module)
+            return True
+        if isinstance(obj, types.MethodType):
+            return visit(obj.__func__, depth + 1) and visit(obj.__self__, depth + 1)
+        if isinstance(obj, types.FunctionType):
+            names = _code_names(obj.__code__)
+            refs = [obj.__globals__[n] for n in names if n in obj.__globals__]
+            refs += [c.cell_contents for c in (obj.__closure__ or ()) if _has_contents(c)]
+            refs += list(obj.__defaults__ or ()) + list((obj.__kwdefaults__ or {}).values())
+            return all(visit(r, depth + 1) for r in refs)
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return all(visit(o, depth + 1) for o in list(obj)[:64])
+        if isinstance(obj, dict):
+            return all(visit(o, depth + 1) for o in list(obj.values())[:64])
+        return True
+
+    if not visit(fn, 0) or not roots:
+        return None
+    return roots
+
+
+def _has_contents(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell (a name assigned later)
+        return False
+    return True
 
 
 def _canonical(params: Any) -> Any:
@@ -66,7 +222,7 @@ def _canonical(params: Any) -> Any:
 
 def cache_hash(key: str, params: Any, code: str | None = None) -> str:
     """The hex digest naming the cache entry of ``key`` with ``params`` under code version ``code``
-    (default: the current one)."""
+    (default: the current version of the whole library)."""
     code = code_version() if code is None else code
     text = json.dumps({"key": key, "params": _canonical(params), "code": code, "format": _FORMAT},
                       sort_keys=True)
@@ -159,17 +315,19 @@ def _load_dir(directory: pathlib.Path) -> Any:
     return _decode(content["value"], directory)
 
 
-def load_cached(key: str, params: Any, cache_dir: str | os.PathLike | None = None) -> Any:
-    """The stored value of ``key`` with ``params``, or a KeyError naming the missing entry."""
-    directory = cache_path(key, params, cache_dir)
+def load_cached(key: str, params: Any, cache_dir: str | os.PathLike | None = None, *,
+                code: str | None = None) -> Any:
+    """The stored value of ``key`` with ``params`` (under ``code``, default the whole library's version),
+    or a KeyError naming the missing entry."""
+    directory = cache_path(key, params, cache_dir, code=code)
     if not (directory / "manifest.json").is_file():
         raise KeyError(f"no cached result {key!r} for these parameters and code version at {directory}")
     return _load_dir(directory)
 
 
 def cached(key: str, params: Any, fn: Callable[[], T], *, refresh: bool = False,
-           cache_dir: str | os.PathLike | None = None) -> T:
-    """``fn()``, computed once per ``(key, params, depthlib code version)`` and stored pickle-free.
+           cache_dir: str | os.PathLike | None = None, depends_on: Iterable[str] | None = None) -> T:
+    """``fn()``, computed once per ``(key, params, code it depends on)`` and stored pickle-free.
 
     Args:
         key: names the result, slash-separated (``"fastdepth/ablation"``); one directory per key.
@@ -180,6 +338,8 @@ def cached(key: str, params: Any, fn: Callable[[], T], *, refresh: bool = False,
         cache_dir: default ``$DEPTHLIB_CACHE``, else the profile's ``cache:`` directory
             (``params.cache_dir``, ``results/paper/cache`` for the paper profile, committed so that a GPU
             run renders elsewhere without recomputing), else ``<project>/.cache/depthlib``.
+        depends_on: the depthlib modules the result depends on (their imports are followed); default: found
+            from ``fn`` (:func:`roots_of`).
 
     Returns:
         The value ``fn`` returned, or its stored copy: tuples come back as lists, numpy scalars as Python
@@ -187,18 +347,32 @@ def cached(key: str, params: Any, fn: Callable[[], T], *, refresh: bool = False,
 
     Raises:
         TypeError: ``params`` or the value cannot be stored without pickle (names the offending entry).
+
+    Warns:
+        an entry that cannot be read (corrupt, truncated, from an incompatible version) is recomputed and
+        replaced; a cache directory that cannot be written keeps the value in memory only. Either way the
+        page gets the freshly computed value, never a stale one or none.
     """
     # The entry is named once, before computing: the code version is the one fn() started with, even if
     # the sources change while it runs.
-    version = code_version()
+    version = code_version(sorted(depends_on) if depends_on is not None else roots_of(fn))
     directory = cache_path(key, params, cache_dir, code=version)
     if not refresh and (directory / "manifest.json").is_file():
-        return _load_dir(directory)
+        try:
+            return _load_dir(directory)
+        except Exception as err:  # noqa: BLE001 - any unreadable entry is recomputed, never trusted
+            warnings.warn(f"cache entry {directory} cannot be read ({type(err).__name__}: {err}); recomputing",
+                          stacklevel=2)
     value = fn()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    # Written into a sibling temp dir, then renamed: a crash or a concurrent run never leaves a
-    # half-written entry under the final name.
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        # Written into a sibling temp dir, then renamed: a crash or a concurrent run never leaves a
+        # half-written entry under the final name.
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tmp-", dir=directory.parent))
+    except OSError as err:
+        warnings.warn(f"cache directory {directory.parent} is not writable ({err}); the result of {key!r} is "
+                      "kept in memory only", stacklevel=2)
+        return value
     try:
         tree = _encode(value, tmp, [0], "result")
         content = {"key": key, "params": _canonical(params), "code_version": version, "value": tree}
@@ -211,8 +385,17 @@ def cached(key: str, params: Any, fn: Callable[[], T], *, refresh: bool = False,
         except OSError:
             if not (directory / "manifest.json").is_file():  # someone else won the race only if it is complete
                 raise
+    except OSError as err:
+        warnings.warn(f"cache entry {directory} could not be written ({err}); the result of {key!r} is kept "
+                      "in memory only", stacklevel=2)
+        return value
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     # Return the stored copy so a first run and a cached run give a page exactly the same values.
-    return _load_dir(directory)
+    try:
+        return _load_dir(directory)
+    except Exception as err:  # noqa: BLE001
+        warnings.warn(f"cache entry {directory} cannot be read back ({err}); using the computed value",
+                      stacklevel=2)
+        return value

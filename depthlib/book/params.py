@@ -20,7 +20,6 @@ from __future__ import annotations
 import html
 import json
 import pathlib
-import random
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -255,21 +254,17 @@ def _resolve_data(value: Any) -> tuple[Any, pathlib.Path | None]:
     return value, None
 
 
-def _seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def setup(notebook: str, profile: str = "quick", *, show: bool = True, **overrides: Any) -> Params:
+def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | None = None, *, show: bool = True,
+          **overrides: Any) -> Params:
     """The parameters of ``notebook`` under ``profile``, checked, with ``None`` overrides filled.
 
-    Called in the cell after a notebook's ``parameters`` cell with every parameter it declares::
+    Called in the cell after a notebook's ``parameters`` cell, which is the one place a chapter writes its
+    parameters::
 
-        P = depthlib.book.setup("02_data", profile, n_scenes=n_scenes, size=size)
+        P = depthlib.book.setup("02_data", profile, globals())
+
+    ``namespace`` (the notebook's globals, where papermill injects a reader's values) supplies every
+    parameter of the profile's section it defines; keyword ``overrides`` win over it.
 
     Args:
         notebook: the notebook's name, its file name without ``.ipynb`` (``"02_data"``).
@@ -289,6 +284,8 @@ def setup(notebook: str, profile: str = "quick", *, show: bool = True, **overrid
             an unknown parameter, or a value of the wrong type, each naming it.
     """
     values = profile_values(notebook, profile)
+    if namespace is not None:
+        overrides = {**{k: namespace[k] for k in values if k in namespace and k != "profile"}, **overrides}
     unknown = sorted(set(overrides) - set(values))
     if unknown:
         raise ParameterError(
@@ -308,7 +305,9 @@ def setup(notebook: str, profile: str = "quick", *, show: bool = True, **overrid
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                                 for s in seeds):
             raise ParameterError(f"parameter 'seeds' must be a non-empty list of int, got {seeds!r}")
-        _seed_everything(seeds[0])
+        from depthlib.train import seed_everything  # the library's one seeding function
+
+        seed_everything(seeds[0])
     if values.get("num_threads") is not None:
         import torch
 

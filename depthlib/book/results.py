@@ -1,4 +1,8 @@
-"""Reproduced numbers: one CSV per profile and notebook, joined by the scorecard with the papers' numbers."""
+"""Reproduced numbers: one CSV per profile and notebook, joined by the scorecard with the papers' numbers.
+
+Written here (:func:`record_results`); read back with :func:`depthlib.reported.load_results(profile,
+results_dir) <depthlib.reported.load_results>`, the one reader, which the scorecard uses too.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 
 from . import _paths
 
-RESULT_COLUMNS = ("key", "value", "spread", "n_seeds", "profile", "data", "seeds", "notebook")
+from depthlib.reported import RESULT_COLUMNS  # one definition; read back with depthlib.reported.load_results
 
 
 def results_path(profile: str, notebook: str, results_dir: str | os.PathLike | None = None) -> pathlib.Path:
@@ -93,26 +97,3 @@ def record_results(df: Any, notebook: str, params: Any, *,
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
-
-
-def load_results(profile: str | None = None, results_dir: str | os.PathLike | None = None) -> "pandas.DataFrame":  # noqa: F821
-    """Every number :func:`record_results` wrote (for one profile, or all), one row per (profile, notebook, key).
-
-    Args:
-        profile: a profile name; ``None`` reads every ``results/<profile>/``.
-        results_dir: default ``$DEPTHLIB_RESULTS`` or ``<project>/results``.
-
-    Returns:
-        DataFrame with :data:`RESULT_COLUMNS` (empty, with those columns, when nothing was recorded).
-    """
-    import pandas as pd
-
-    root = pathlib.Path(results_dir) if results_dir is not None else _paths.results_dir()
-    pattern = f"{profile}/*.csv" if profile else "*/*.csv"
-    # seeds ("0,1") and data are text; empty value/spread cells are NaN.
-    frames = [pd.read_csv(p, dtype={"seeds": str, "data": str, "key": str, "notebook": str, "profile": str}, keep_default_na=False,
-                          na_values={"value": ["", "nan", "NaN"], "spread": ["", "nan", "NaN"]})
-              for p in sorted(root.glob(pattern))]
-    if not frames:
-        return pd.DataFrame(columns=list(RESULT_COLUMNS))
-    return pd.concat(frames, ignore_index=True)

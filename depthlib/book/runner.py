@@ -271,7 +271,7 @@ def build_html(root: pathlib.Path, *, strict: bool = True) -> int:
 
 def run_book(profile: str = "quick", *, root: str | os.PathLike | None = None, execute: bool = True,
              build: bool = True, only: Sequence[str] | None = None, force: bool = False,
-             timeout: int | None = None) -> tuple[list[ChapterRun], int | None]:
+             timeout: int | None = None, skip_unavailable: bool = False) -> tuple[list[ChapterRun], int | None]:
     """Execute the chapters of ``_toc.yml`` with ``profile`` and build the HTML.
 
     Args:
@@ -282,6 +282,8 @@ def run_book(profile: str = "quick", *, root: str | os.PathLike | None = None, e
         only: chapter names to execute (``["02_data"]``); the others keep their stored outputs.
         force: execute even chapters whose stamp is unchanged.
         timeout: seconds allowed per cell (None: no limit).
+        skip_unavailable: run the chapters whose datasets, weights and device are there
+            (:mod:`depthlib.book.preflight`) and skip the others, instead of stopping before the first chapter.
 
     Returns:
         ``(runs, build_status)``: one :class:`ChapterRun` per chapter executed, skipped or failed, and the
@@ -299,6 +301,16 @@ def run_book(profile: str = "quick", *, root: str | os.PathLike | None = None, e
         chapters = [c for c in chapters if c in only]
     runs: list[ChapterRun] = []
     if execute:
+        from .preflight import blocked_chapters, format_preflight, preflight
+
+        table = preflight(profile, root, chapters)
+        print(format_preflight(table, profile), flush=True)
+        blocked = blocked_chapters(table)
+        if blocked and not skip_unavailable:
+            raise ParameterError(
+                f"profile {profile!r}: chapter(s) {', '.join(blocked)} cannot run (MISSING above); nothing was run. "
+                "Provide what is missing, or pass --skip-unavailable to run the other chapters")
+        chapters = [c for c in chapters if c not in blocked]
         for name in chapters:
             print(f"[depthlib book] {name} (profile {profile}) ...", flush=True)
             run = execute_chapter(root, name, profile, force=force, timeout=timeout)
@@ -317,8 +329,20 @@ def run_book(profile: str = "quick", *, root: str | os.PathLike | None = None, e
 
 def _main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    runs, status = run_book(args.profile, root=args.root, execute=not args.no_execute, build=not args.no_build,
-                            only=args.only, force=args.force, timeout=args.timeout)
+    if args.check:
+        from .preflight import blocked_chapters, format_preflight, preflight
+
+        root = pathlib.Path(args.root).resolve() if args.root else None
+        table = preflight(args.profile, root, args.only)
+        print(format_preflight(table, args.profile))
+        return 1 if blocked_chapters(table) else 0
+    try:
+        runs, status = run_book(args.profile, root=args.root, execute=not args.no_execute, build=not args.no_build,
+                                only=args.only, force=args.force, timeout=args.timeout,
+                                skip_unavailable=args.skip_unavailable)
+    except ParameterError as err:
+        print(f"[depthlib book] {err}")
+        return 1
     failed = [r for r in runs if r.status == "failed"]
     print(f"\n[depthlib book] profile {args.profile}: {len(runs)} chapter(s), "
           f"{sum(r.status == 'executed' for r in runs)} executed, {sum(r.status == 'skipped' for r in runs)} "
@@ -347,4 +371,8 @@ def add_subcommands(subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="execute even chapters that are up to date")
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
     parser.add_argument("--root", default=None, help="project root (default: found from the working directory)")
+    parser.add_argument("--check", action="store_true",
+                        help="only list what each chapter needs (datasets, weights, device) and whether it is there")
+    parser.add_argument("--skip-unavailable", action="store_true",
+                        help="skip the chapters whose datasets, weights or device are missing instead of stopping")
     parser.set_defaults(func=_main)

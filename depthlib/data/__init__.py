@@ -21,13 +21,14 @@ from typing import Any, Callable
 from torch.utils.data import Dataset
 
 from ._common import DataFormatError
+from .chapters import TRAIN_SETS, chapter_data
 from .diw import DIW
 from .kitti import KITTIDepth
 from .mai2021 import MAI2021
 from .nyu import NYUH5, NYULabeled, NYUPng
 from .synth import SynthDataset
 
-__all__ = ["DataFormatError", "open_dataset", "list_datasets"]
+__all__ = ["DataFormatError", "open_dataset", "list_datasets", "chapter_data", "TRAIN_SETS"]
 
 _KINDS: dict[str, tuple[type, str]] = {
     "nyu_h5": (NYUH5, "NYU Depth v2, FastDepth's h5 tree root/{train,val}/<scene>/<n>.h5"),

@@ -44,7 +44,7 @@ import torch
 
 from ._common import DepthDataset
 
-__all__ = ["SynthDataset", "render_batch", "scene_intrinsics", "ordinal_pairs", "SCENES"]
+__all__ = ["SynthDataset", "render_batch", "scene_intrinsics", "SCENES"]
 
 SCENES = ("indoor", "outdoor")
 NYU_REF = (480, 640, 518.8579, 519.4696, 325.5824, 253.7362)
@@ -771,32 +771,6 @@ def _render(sc: _Scene, pairs: list[tuple], size: tuple[int, int], scene: str,
     return {"image": image.clone(), "depth": depth.clone(), "mask": mask.clone(), "intrinsics": intr}
 
 
-def ordinal_pairs(depth: torch.Tensor, mask: torch.Tensor, k: int, generator: torch.Generator,
-                  tau: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
-    """DIW-style ordinal pairs sampled uniformly among valid pixels of exact depth.
-
-    Args:
-        depth: ``(1, H, W)`` metres. mask: ``(1, H, W)`` bool. k: number of pairs.
-        tau: relative depth difference below which a pair is "equal" (relation 0).
-
-    Returns:
-        ``pairs (k, 4)`` long ``[yA, xA, yB, xB]`` and ``relation (k,)`` long, ``sign(depth_A - depth_B)``
-        (+1: A farther).
-    """
-    valid = mask.reshape(-1).nonzero().squeeze(1)
-    if valid.numel() == 0:
-        raise ValueError("ordinal_pairs: no valid pixel")
-    w = depth.shape[-1]
-    pick = valid[torch.randint(valid.numel(), (k, 2), generator=generator)]
-    flat = depth.reshape(-1)
-    da, db = flat[pick[:, 0]], flat[pick[:, 1]]
-    from depthlib.metrics import relation_from_depth  # the library-wide sign convention, in one place
-
-    relation = relation_from_depth(da, db, threshold=tau).long()
-    pairs = torch.stack([pick[:, 0] // w, pick[:, 0] % w, pick[:, 1] // w, pick[:, 1] % w], 1)
-    return pairs, relation
-
-
 class SynthDataset(DepthDataset):
     """The procedural generator as a Dataset: ``open_dataset("synth", n=..., size=(H, W), seed=..., scene=...)``.
 
@@ -838,6 +812,8 @@ class SynthDataset(DepthDataset):
 
     def load_batch(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """Render several frames in one batched pass (untransformed samples)."""
+        from depthlib.metrics import sample_ordinal_pairs  # the library's one pair sampler (and sign convention)
+
         out = render_batch(self.seed, indices, self.size, self.scene, shadow_stride=self.shadow_stride)
         samples = []
         for row, index in enumerate(indices):
@@ -845,6 +821,8 @@ class SynthDataset(DepthDataset):
                  "path": f"synth:{self.scene}:{self.seed}:{index}", "intrinsics": out["intrinsics"][row]}
             if self.pairs:
                 g = torch.Generator().manual_seed(_frame_seed(self.seed, index, self.scene + ":pairs"))
-                s["pairs"], s["relation"] = ordinal_pairs(s["depth"], s["mask"], self.pairs, g)
+                pairs, relation = sample_ordinal_pairs(s["depth"][None], s["mask"][None], n_pairs=self.pairs,
+                                                       threshold=0.02, generator=g)
+                s["pairs"], s["relation"] = pairs[0], relation[0]
             samples.append(s)
         return samples

@@ -4,8 +4,11 @@ intrinsics together.
 A sample holds ``image (3, H, W)`` float in [0, 1], ``depth (1, H, W)`` metres (0 = invalid),
 ``mask (1, H, W)`` bool, optional ``pairs (K, 4)`` long ``[yA, xA, yB, xB]`` and ``intrinsics (4,)``
 ``[fx, fy, cx, cy]`` (pixel centres at integer coordinates). Pixel work is done by
-``torchvision.transforms.v2.functional``; the image is resampled bilinearly (antialiased when shrinking) and
-depth and mask with nearest neighbour, so invalid zeros never bleed into valid depth.
+``torchvision.transforms.v2.functional``; crops and flips run on ``tv_tensors`` (``Image``, ``Mask`` for depth
+and validity, ``KeyPoints`` for point pairs). What torchvision lacks stays here: resizing keeps invalid zeros
+out of interpolation (depth and mask nearest-exact, the image bilinear and antialiased), point pairs resize
+about pixel centres, depth is divided by the zoom factor (:class:`RandomScaleDepth`), and intrinsics move with
+every op.
 
 Protocols, with their sources:
 
@@ -17,8 +20,10 @@ Protocols, with their sources:
   saturation).
 - :func:`mai2021_transform`: Zhang et al. (CVPRW 2021), section 4.1: 480x640 frames resized to 128x160.
 - :func:`diw_transform`: Yucel et al. (CVPRW 2021), section 3.1: DIW images resized to 224x448.
-- :class:`ImageNetNormalize`: the mean/std of torchvision's ImageNet weights, for pretrained encoders
-  (FastDepth's own code omitted it); switchable with ``enabled``.
+
+No transform here normalises the image: the model records the normalisation its weights expect and applies it
+itself (``model.normalization``, set by :func:`depthlib.models.create_model` from the weights entry), so an
+image is normalised exactly once whichever way it reaches the model.
 """
 
 from __future__ import annotations
@@ -28,22 +33,39 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torchvision.transforms import InterpolationMode
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 __all__ = [
     "Compose", "Resize", "CenterCrop", "HorizontalFlip", "RandomHorizontalFlip", "Rotate", "RandomRotation",
-    "RandomScaleDepth", "ColorJitter", "ImageNetNormalize", "resize_sample", "scale_depth", "fastdepth_val_transform",
+    "RandomScaleDepth", "ColorJitter", "resize_sample", "scale_depth", "fastdepth_val_transform",
     "fastdepth_train_transform", "mai2021_transform", "diw_transform",
 ]
 
 Sample = dict[str, Any]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _hw(sample: Sample) -> tuple[int, int]:
     return int(sample["image"].shape[-2]), int(sample["image"].shape[-1])
+
+
+def _apply_tv(sample: Sample, fn: Callable[[Any], Any]) -> Sample:
+    """Apply a ``torchvision.transforms.v2.functional`` op to the sample's spatial entries as tv_tensors:
+    image as ``Image``, depth and mask as ``Mask`` (never interpolated across pixels by geometric ops),
+    point pairs as ``KeyPoints`` (``[x, y]`` per point, pixel indices). Intrinsics are not a tv_tensor: the
+    caller updates them."""
+    out = dict(sample)
+    h, w = _hw(sample)
+    for key, kind in (("image", tv_tensors.Image), ("depth", tv_tensors.Mask), ("mask", tv_tensors.Mask)):
+        if key in sample:
+            out[key] = fn(kind(sample[key])).as_subclass(torch.Tensor)
+    if "pairs" in sample:
+        p = sample["pairs"]
+        points = tv_tensors.KeyPoints(p.view(-1, 2).flip(-1).to(torch.float32), canvas_size=(h, w))  # (2K, [x, y])
+        moved = fn(points).as_subclass(torch.Tensor)
+        out["pairs"] = moved.flip(-1).round().long().reshape(-1, 4)
+    return out
 
 
 class Compose:
@@ -116,7 +138,7 @@ def resize_sample(sample: Sample, nh: int, nw: int) -> Sample:
 
 
 class CenterCrop:
-    """Central ``size = (h, w)`` window (same offsets as torchvision's ``center_crop``).
+    """Central ``size = (h, w)`` window: torchvision's ``center_crop`` on the sample's tv_tensors.
 
     The principal point shifts by the offsets; pairs outside the window are clamped to its border.
     ``(3, H, W) -> (3, h, w)``.
@@ -132,18 +154,14 @@ class CenterCrop:
         ch, cw = self.size
         if ch > h or cw > w:
             raise ValueError(f"CenterCrop: crop {ch}x{cw} is larger than the {h}x{w} sample {sample.get('path')}")
-        top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
-        out = dict(sample)
-        for key in ("image", "depth", "mask"):
-            if key in sample:
-                out[key] = sample[key][..., top:top + ch, left:left + cw]
+        top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))  # torchvision's offsets
+        out = _apply_tv(sample, lambda t: TF.center_crop(t, [ch, cw]))
         if "intrinsics" in sample:
             out["intrinsics"] = sample["intrinsics"] - torch.tensor([0.0, 0.0, left, top])
-        if "pairs" in sample:
-            p = sample["pairs"] - torch.tensor([top, left, top, left])
+        if "pairs" in out:  # torchvision lets points leave the canvas; a pair must stay on a pixel
+            p = out["pairs"]
             p[:, 0::2] = p[:, 0::2].clamp(0, ch - 1)
             p[:, 1::2] = p[:, 1::2].clamp(0, cw - 1)
-            out["pairs"] = p
         return out
 
     def __repr__(self) -> str:
@@ -151,21 +169,15 @@ class CenterCrop:
 
 
 class HorizontalFlip:
-    """Mirror left-right (``cx -> W - 1 - cx``, ``x -> W - 1 - x``). Shapes unchanged."""
+    """Mirror left-right: torchvision's ``horizontal_flip`` on the sample's tv_tensors (a point ``x`` goes to
+    ``W - 1 - x``), and ``cx -> W - 1 - cx``. Shapes unchanged."""
 
     def __call__(self, sample: Sample) -> Sample:
         w = _hw(sample)[1]
-        out = dict(sample)
-        for key in ("image", "depth", "mask"):
-            if key in sample:
-                out[key] = sample[key].flip(-1)
+        out = _apply_tv(sample, TF.horizontal_flip)
         if "intrinsics" in sample:
             fx, fy, cx, cy = sample["intrinsics"].unbind(-1)
             out["intrinsics"] = torch.stack([fx, fy, (w - 1) - cx, cy], -1)
-        if "pairs" in sample:
-            p = sample["pairs"].clone()
-            p[:, 1::2] = (w - 1) - p[:, 1::2]
-            out["pairs"] = p
         return out
 
     def __repr__(self) -> str:
@@ -292,64 +304,33 @@ class ColorJitter:
         return repr(self.jitter)
 
 
-class ImageNetNormalize:
-    """Standardise the image with ImageNet's mean/std (what torchvision/timm pretrained encoders expect).
-
-    ``enabled=False`` makes it the identity, so a config can switch it off explicitly.
-    ``inverse()`` undoes it (for display).
-    """
-
-    def __init__(self, enabled: bool = True, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
-        self.enabled, self.mean, self.std = bool(enabled), tuple(mean), tuple(std)
-
-    def __call__(self, sample: Sample) -> Sample:
-        if not self.enabled:
-            return sample
-        out = dict(sample)
-        out["image"] = TF.normalize(sample["image"], list(self.mean), list(self.std))
-        return out
-
-    def inverse(self, image: torch.Tensor) -> torch.Tensor:
-        """``(..., 3, H, W)`` normalised -> [0, 1] image."""
-        if not self.enabled:
-            return image
-        mean = torch.tensor(self.mean, dtype=image.dtype).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=image.dtype).view(3, 1, 1)
-        return image * std + mean
-
-    def __repr__(self) -> str:
-        return f"ImageNetNormalize(enabled={self.enabled})"
-
-
 # FastDepth's NYU pipeline: its frames are 480 high; everything is defined relative to that.
 _FASTDEPTH_FIRST = 250.0 / 480.0
 _FASTDEPTH_CROP = (228, 304)
 
 
-def fastdepth_val_transform(output_size: Sequence[int] = (224, 224), normalize: bool = False) -> Compose:
+def fastdepth_val_transform(output_size: Sequence[int] = (224, 224)) -> Compose:
     """FastDepth validation: resize by 250/480, centre crop 228x304, resize to ``output_size``.
 
-    A 480x640 sample becomes ``(3, 224, 224)``. ``normalize`` appends :class:`ImageNetNormalize`.
+    A 480x640 sample becomes ``(3, 224, 224)``.
     """
-    return Compose([Resize(_FASTDEPTH_FIRST), CenterCrop(_FASTDEPTH_CROP), Resize(tuple(output_size)),
-                    ImageNetNormalize(enabled=normalize)])
+    return Compose([Resize(_FASTDEPTH_FIRST), CenterCrop(_FASTDEPTH_CROP), Resize(tuple(output_size))])
 
 
-def fastdepth_train_transform(output_size: Sequence[int] = (224, 224), normalize: bool = False) -> Compose:
+def fastdepth_train_transform(output_size: Sequence[int] = (224, 224)) -> Compose:
     """FastDepth training augmentation (order as in dwofk/fast-depth): resize by 250/480, rotate U(-5, 5) deg,
     scale s ~ U(1, 1.5) with depth / s, centre crop 228x304, flip p=0.5, resize to ``output_size``,
     colour jitter 0.4. A 480x640 sample becomes ``(3, 224, 224)``."""
     return Compose([Resize(_FASTDEPTH_FIRST), RandomRotation(5.0), RandomScaleDepth(1.0, 1.5),
                     CenterCrop(_FASTDEPTH_CROP), RandomHorizontalFlip(0.5), Resize(tuple(output_size)),
-                    ColorJitter(0.4, 0.4, 0.4), ImageNetNormalize(enabled=normalize)])
+                    ColorJitter(0.4, 0.4, 0.4)])
 
 
-def mai2021_transform(size: Sequence[int] = (128, 160), normalize: bool = False) -> Compose:
+def mai2021_transform(size: Sequence[int] = (128, 160)) -> Compose:
     """MAI-2021 (Zhang et al.): 480x640 frames resized to 128x160 for training: ``(3, 128, 160)``."""
-    return Compose([Resize(tuple(size)), ImageNetNormalize(enabled=normalize)])
+    return Compose([Resize(tuple(size))])
 
 
-def diw_transform(size: Sequence[int] = (224, 448), normalize: bool = False) -> Compose:
+def diw_transform(size: Sequence[int] = (224, 448)) -> Compose:
     """DIW protocol of Yucel et al.: images (and their point pairs) resized to 224x448: ``(3, 224, 448)``."""
-    return Compose([Resize(tuple(size)), ImageNetNormalize(enabled=normalize)])
+    return Compose([Resize(tuple(size))])

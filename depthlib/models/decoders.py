@@ -1,11 +1,11 @@
 """Decoders: from five encoder maps (strides 2..32) back to a one-channel depth map.
 
 - :class:`UNetDecoder`: five x2 stages from stride 32 to stride 1 with a choice of block (FastDepth's
-  comparison: ``nnconv5``, ``nnconv5dw``, ``upconv``, ``upproj``, ``deconv3``; seed 003's ``fbnet``), skips
-  (``none``, ``add``, ``concat``), optional intermediate heads (seed 003) and fewer stages for the ``x112``
+  comparison: ``nnconv5``, ``nnconv5dw``, ``upconv``, ``upproj``, ``deconv3``; yucel2021's ``fbnet``), skips
+  (``none``, ``add``, ``concat``), optional intermediate heads (yucel2021) and fewer stages for the ``x112``
   variant.
-- :class:`LightFusionDecoder`: the MAI-2021 winner's light decoder with feature-fusion modules (seed 002).
-- :class:`MidasSmallDecoder`: MiDaS v2.1 small's RefineNet-style fusion decoder (seed 004, Ranftl et al.).
+- :class:`LightFusionDecoder`: the MAI-2021 winner's light decoder with feature-fusion modules (zhang2021).
+- :class:`MidasSmallDecoder`: MiDaS v2.1 small's RefineNet-style fusion decoder (haly2021, Ranftl et al.).
 
 Every decoder takes ``feats = [f2, f4, f8, f16, f32]`` with ``f_s: (B, C_s, H/s, W/s)`` and returns
 ``(depth, aux)``: ``depth: (B, 1, H/r, W/r)`` at its output stride ``r = decoder.output_stride`` and ``aux`` a
@@ -143,7 +143,7 @@ class DeConv(nn.Module):
 
 
 class FBNetUp(nn.Module):
-    """An FBNet-style inverted-residual block followed by x2 upsampling (seed 003's decoder layer).
+    """An FBNet-style inverted-residual block followed by x2 upsampling (yucel2021's decoder layer).
 
     1x1 expansion to ``expansion * cout`` channels, BN, ReLU; ``kernel_size`` depthwise conv, BN, ReLU; linear 1x1
     projection to ``cout``, BN; identity residual when ``cin == cout``; then nearest x2 upsampling.
@@ -201,13 +201,13 @@ class UNetDecoder(nn.Module):
             stage, whose input widens accordingly).
         skip_strides: strides at which encoder maps are merged after a stage; FastDepth uses ``(8, 4, 2)``.
             For ``"add"`` a map whose width differs from the stage's gets a 1x1 conv + BN projection (none are
-            needed for FastDepth; seed 003 re-uses FastDepth's widths with other encoders, see presets).
-        upsample: ``"nearest"`` (FastDepth) or ``"bilinear"`` (seed 000) for NNConv/FBNet stages.
+            needed for FastDepth; yucel2021 re-uses FastDepth's widths with other encoders, see presets).
+        upsample: ``"nearest"`` (FastDepth) or ``"bilinear"`` (sagar2021) for NNConv/FBNet stages.
         expansion: FBNet blocks' expansion (relative to the stage's output width).
         head: ``"fastdepth"`` (1x1 conv, BN, ReLU: FastDepth's ``decode_conv6 = pointwise(32, 1)``) or
             ``"conv"`` (1x1 conv with bias, ReLU).
         aux_after: stage indices (0-based) followed by an intermediate 1x1-conv prediction head; used only in
-            training mode and removable with :meth:`remove_aux_heads` (seed 003: ``(1, 2)``, i.e. after the
+            training mode and removable with :meth:`remove_aux_heads` (yucel2021: ``(1, 2)``, i.e. after the
             second and third decoder layers).
 
     Shape:
@@ -268,7 +268,7 @@ class UNetDecoder(nn.Module):
         return channels[i]
 
     def remove_aux_heads(self) -> None:
-        """Delete the intermediate heads (seed 003 removes them after training: no cost at inference)."""
+        """Delete the intermediate heads (yucel2021 removes them after training: no cost at inference)."""
         self.aux_heads = nn.ModuleDict()
 
     def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -311,7 +311,7 @@ class FeatureFusion(nn.Module):
 
 
 class LightFusionDecoder(nn.Module):
-    """The MAI-2021 light decoder (seed 002, Sec. 2.1): fusion modules at strides 16, 8, 4, 2, then a 3x3 head.
+    """The MAI-2021 light decoder (zhang2021, Sec. 2.1): fusion modules at strides 16, 8, 4, 2, then a 3x3 head.
 
     The paper gives the structure (fusing the encoder maps at 1/16, 1/8, 1/4 and 1/2 by concatenation) but not
     the widths; each fusion module outputs the encoder's width at its stride, which keeps the decoder a small
@@ -358,7 +358,7 @@ class _FusionBlock(nn.Module):
     def __init__(self, features: int, expand: bool, with_skip: bool = True) -> None:
         super().__init__()
         # MiDaS builds resConfUnit1 in refinenet4 too but never calls it (no skip there): 4.7 M dead weights,
-        # which is why "16.6 M parameters" (seed 004, counted by a forward-hook summary) is what runs of
+        # which is why "16.6 M parameters" (haly2021, counted by a forward-hook summary) is what runs of
         # MiDaS small's 21.3 M. They are left out here (and would break DDP's unused-parameter check).
         if with_skip:
             self.resConfUnit1 = _ResidualConvUnit(features)

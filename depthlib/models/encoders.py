@@ -64,7 +64,7 @@ _SPECS: dict[str, _Spec] = {
         doc="MobileNet v1 1.0, FastDepth's 14 layers (ReLU6); 1024 channels at stride 32"),
     "mobilenet_v2": _Spec(
         "torchvision", "mobilenet_v2", ("features.1", "features.3", "features.6", "features.13", "features.18"),
-        doc="torchvision MobileNetV2 1.0 incl. the final 1x1 conv to 1280 (seed 000, Table 1)"),
+        doc="torchvision MobileNetV2 1.0 incl. the final 1x1 conv to 1280 (sagar2021, Table 1)"),
     "mobilenet_v3_small": _Spec(
         "torchvision", "mobilenet_v3_small", ("features.0", "features.1", "features.3", "features.8", "features.12"),
         doc="torchvision MobileNetV3-Small 1.0 (576 channels at stride 32)"),
@@ -89,7 +89,7 @@ _SPECS: dict[str, _Spec] = {
     "mixnet_m": _Spec("timm", "mixnet_m", doc="timm MixNet-M"),
     "efficientnet_lite0": _Spec("timm", "tf_efficientnet_lite0", doc="timm EfficientNet-Lite0 (TF port, 'same' padding)"),
     "efficientnet_lite3": _Spec("timm", "tf_efficientnet_lite3", doc="timm EfficientNet-Lite3 (TF port), MiDaS small's backbone"),
-    "efficientnet_es": _Spec("timm", "efficientnet_es", doc="timm EfficientNet-EdgeTPU-S (seed 003's 'EfficientNet ES')"),
+    "efficientnet_es": _Spec("timm", "efficientnet_es", doc="timm EfficientNet-EdgeTPU-S (yucel2021's 'EfficientNet ES')"),
 }
 
 ENCODER_ALIASES: dict[str, str] = {
@@ -209,7 +209,7 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
 def _offline_error(name: str, where: str) -> RuntimeError:
     return RuntimeError(
         f"ImageNet weights for encoder {name!r} are not cached ({where}) and cannot be downloaded (no internet). "
-        f"Pass a local state dict instead: pretrained_encoder='/path/to/weights.pth' (create_model) or "
+        f"Pass a local state dict instead: weights='/path/to/weights.pth' (create_model) or "
         f"weights='/path/to/weights.pth' (create_encoder); ../shared/weights holds MobileNet v1/v2 ImageNet weights.")
 
 
@@ -288,7 +288,7 @@ def create_encoder(name: str, weights: str | os.PathLike | None = None, *, head:
         name: encoder name or alias.
         weights: ``None`` (random init), ``"imagenet"`` or a state dict path (see the module docstring).
         head: also apply the classifier's 1x1 expansion conv ("conv_head", e.g. 200 -> 1536 in MixNet, 960 -> 1280
-            in MobileNetV3) to the stride-32 map. Seed 003's encoder parameter counts (Table 1) are only reached
+            in MobileNetV3) to the stride-32 map. yucel2021's encoder parameter counts (Table 1) are only reached
             with it. A no-op for encoders whose taps already end at their last conv (MobileNet v1/v2,
             EfficientNet-B0, MNASNet, ShuffleNetV2, ResNets).
         kwargs: passed to the backbone constructor (e.g. ``width_mult=0.5`` for torchvision MobileNetV3).

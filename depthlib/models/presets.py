@@ -38,7 +38,7 @@ def _fastdepth_like(name: str, *, pretrained_encoder: Weights, encoder: str, dec
 @register_model("fastdepth")
 def fastdepth(*, pretrained_encoder: Weights = None, encoder: str = "mobilenet_v1", decoder: str = "nnconv5dw",
               skip: str = "add", upsample: str = "nearest") -> DepthNet:
-    """FastDepth (Wofk et al., ICRA 2019; seed 001): MobileNet v1 + NNConv5 (depthwise) + additive skips, 224x224.
+    """FastDepth (Wofk et al., ICRA 2019; wofk2019): MobileNet v1 + NNConv5 (depthwise) + additive skips, 224x224.
 
     Decoder widths 512-256-128-64-32, 5x5 depthwise + pointwise convs, nearest x2, skips added at strides 8, 4, 2
     (encoder layers 5, 3, 1), then ``pointwise(32, 1)`` with BN and ReLU, exactly as dwofk/fast-depth
@@ -53,14 +53,14 @@ def fastdepth(*, pretrained_encoder: Weights = None, encoder: str = "mobilenet_v
                            skip=skip, upsample=upsample)
 
 
-@register_model("fastdepth-noskip")
+@register_model("fastdepth-noskip", encoder="mobilenet_v1")
 def fastdepth_noskip(*, pretrained_encoder: Weights = None, decoder: str = "nnconv5dw") -> DepthNet:
     """FastDepth without skip connections (FastDepth, Fig. 4 (c) / skip ablation), 224x224."""
     return _fastdepth_like("fastdepth-noskip", pretrained_encoder=pretrained_encoder, encoder="mobilenet_v1",
                            decoder=decoder, skip="none")
 
 
-@register_model("fastdepth-concat")
+@register_model("fastdepth-concat", encoder="mobilenet_v1")
 def fastdepth_concat(*, pretrained_encoder: Weights = None, decoder: str = "nnconv5dw") -> DepthNet:
     """FastDepth with concatenated skips (FastDepth's skip ablation; dwofk/fast-depth ``MobileNetSkipConcat``),
     224x224: the encoder map is concatenated after stages 2-4, widening the next stage's input."""
@@ -68,28 +68,32 @@ def fastdepth_concat(*, pretrained_encoder: Weights = None, decoder: str = "nnco
                            decoder=decoder, skip="concat")
 
 
-@register_model("mobilenetv2-nnconv5")
-def mobilenetv2_nnconv5(*, pretrained_encoder: Weights = None) -> DepthNet:
-    """Seed 000 (Sagar 2021), Tables 1-2: torchvision MobileNetV2 (with its 1x1 conv to 1280) + the adapted NNConv5.
+@register_model("mbv2-nnconv5-narrow", encoder="mobilenet_v2")
+def mbv2_nnconv5_narrow(*, pretrained_encoder: Weights = None) -> DepthNet:
+    """sagar2021, Tables 1-2: torchvision MobileNetV2 (with its 1x1 conv to 1280) + NNConv5 *narrowed* to the
+    encoder's skip widths.
 
     Decoder 1280 -> 512 -> 32 -> 24 -> 16 -> 32 -> 1: depthwise 5x5 + pointwise stages, bilinear x2, additive
     skips where the encoder has the same width (strides 8, 4, 2: 32, 24, 16 channels, Fig. 2), 224x224.
-    Paper: 11.8 MB fp32, 5.9 MB fp16.
+    Paper: 11.8 MB fp32, 5.9 MB fp16. What differs from ``mbv2-nnconv5`` (yucel2021): the decoder widths
+    (32-24-16 after the first stage, not FastDepth's 256-128-64, so no 1x1 skip projections) and bilinear,
+    not nearest, upsampling.
     """
-    return _fastdepth_like("mobilenetv2-nnconv5", pretrained_encoder=pretrained_encoder, encoder="mobilenet_v2",
+    return _fastdepth_like("mbv2-nnconv5-narrow", pretrained_encoder=pretrained_encoder, encoder="mobilenet_v2",
                            decoder="nnconv5dw", skip="add", channels=(512, 32, 24, 16, 32), upsample="bilinear")
 
 
-# --- seed 003 (Yucel et al., CVPRW 2021), Table 1: encoders with the NNConv5 decoder, NYUv2 224x224 ----------
+# --- yucel2021 (Yucel et al., CVPRW 2021), Table 1: encoders with the NNConv5 decoder, NYUv2 224x224 ----------
 
-def _seed003_nnconv5(name: str, encoder: str, paper_params: float):
+def _yucel2021_nnconv5(name: str, encoder: str, paper_params: float):
     def factory(*, pretrained_encoder: Weights = None) -> DepthNet:
         return _fastdepth_like(name, pretrained_encoder=pretrained_encoder, encoder=encoder, decoder="nnconv5dw",
                                skip="add", encoder_head=True)
 
     factory.__name__ = name.replace("-", "_")
+    factory.encoder = encoder
     factory.__doc__ = (
-        f"Seed 003, Table 1 row '{encoder}': {encoder} encoder (with its classifier's 1x1 head conv on the\n"
+        f"yucel2021, Table 1 row '{encoder}': {encoder} encoder (with its classifier's 1x1 head conv on the\n"
         f"stride-32 map) + FastDepth's NNConv5 decoder (depthwise, widths 512-256-128-64-32, additive skips at\n"
         f"strides 8/4/2 with 1x1 projections where widths differ), 224x224. Paper: {paper_params} M parameters.")
     register_model(name)(factory)
@@ -105,10 +109,10 @@ for _name, _enc, _params in (
         ("ghostnet-nnconv5", "ghostnet", 5.4),
         ("mixnet-m-nnconv5", "mixnet_m", 4.5),
         ("mixnet-s-nnconv5", "mixnet_s", 3.6)):
-    _seed003_nnconv5(_name, _enc, _params)
+    _yucel2021_nnconv5(_name, _enc, _params)
 
 
-# --- seed 003, Table 2: FBNet-style decoders ---------------------------------------------------------------
+# --- yucel2021, Table 2: FBNet-style decoders ---------------------------------------------------------------
 
 FBNET_EXPANSION = 3.0
 
@@ -119,25 +123,26 @@ def _fbnet(name: str, encoder: str, *, pretrained_encoder: Weights, x112: bool, 
     widths = [enc.channels[STRIDES.index(s)] for s in (16, 8, 4, 2)]
     channels = widths if x112 else widths + [widths[-1]]
     if aux_heads not in (0, 1, 2):
-        raise ValueError(f"aux_heads={aux_heads}; seed 003 uses 0, 1 or 2 intermediate heads")
+        raise ValueError(f"aux_heads={aux_heads}; yucel2021 uses 0, 1 or 2 intermediate heads")
     aux_after = (1, 2)[:aux_heads]
     dec = UNetDecoder(enc.channels, block="fbnet", channels=channels, skip="add", skip_strides=(16, 8, 4, 2),
                       expansion=FBNET_EXPANSION, head="conv", aux_after=aux_after)
     return DepthNet(enc, dec, name=name, input_multiple=32, default_input_size=(224, 224))
 
 
-def _seed003_fbnet(name: str, encoder: str, paper_params: float, x112: bool = False):
+def _yucel2021_fbnet(name: str, encoder: str, paper_params: float, x112: bool = False):
     def factory(*, pretrained_encoder: Weights = None, aux_heads: int = 0) -> DepthNet:
         return _fbnet(name, encoder, pretrained_encoder=pretrained_encoder, x112=x112, aux_heads=aux_heads)
 
     factory.__name__ = name.replace("-", "_")
+    factory.encoder = encoder
     factory.__doc__ = (
-        f"Seed 003, Table 2 row '{encoder} + FBNet{' x112' if x112 else ''}': {encoder} encoder (with head conv) +\n"
+        f"yucel2021, Table 2 row '{encoder} + FBNet{' x112' if x112 else ''}': {encoder} encoder (with head conv) +\n"
         f"FBNet-style inverted-residual decoder (expansion {FBNET_EXPANSION:g} of the output width, 5x5 depthwise,\n"
         f"nearest x2), additive skips at strides 16/8/4/2, 224x224. Paper: {paper_params} M parameters.\n"
         + ("x112: the last decoder layer is replaced by plain bilinear upsampling of the stride-2 prediction.\n"
            if x112 else "")
-        + "``aux_heads=2`` adds the intermediate heads after decoder layers 2 and 3 (training only; seed 003\n"
+        + "``aux_heads=2`` adds the intermediate heads after decoder layers 2 and 3 (training only; yucel2021\n"
         "Tables 4-7, loss weights 0.5/0.25/0.25); ``model.remove_aux_heads()`` before export.")
     register_model(name)(factory)
 
@@ -148,10 +153,10 @@ for _name, _enc, _params, _x112 in (
         ("ghostnet-fbnet", "ghostnet", 4.3, False),
         ("mbv2-fbnet", "mobilenet_v2", 2.6, False),
         ("mbv2-fbnet-x112", "mobilenet_v2", 2.6, True)):
-    _seed003_fbnet(_name, _enc, _params, _x112)
+    _yucel2021_fbnet(_name, _enc, _params, _x112)
 
 
-# --- seed 002 (Zhang et al., MAI 2021 winner), Table 2: four model sizes -------------------------------------
+# --- zhang2021 (Zhang et al., MAI 2021 winner), Table 2: four model sizes -------------------------------------
 
 # torchvision MobileNetV3-Large width multipliers for models 1-4. The paper gives only "fewer channels than the
 # original" and each model's FLOPs at 128x160 (27.7 M, 48.8 M, 90.0 M, 189.0 M); these multipliers (searched in
@@ -176,8 +181,9 @@ def _mai2021(model_id: int):
                         internal_size=tuple(internal_size))
 
     factory.__name__ = name.replace("-", "_")
+    factory.encoder = "mobilenet_v3_large"
     factory.__doc__ = (
-        f"Seed 002 (MAI-2021 winner), Table 2 model #{model_id}: MobileNetV3-Large (width "
+        f"zhang2021 (MAI-2021 winner), Table 2 model #{model_id}: MobileNetV3-Large (width "
         f"{MAI2021_WIDTHS[model_id]}) + light\n"
         f"decoder with feature fusion at strides 16/8/4/2. Input 480x640 (any size works: input_multiple 1) is\n"
         f"resized to 128x160 inside the model (fast downsampling) and the prediction resized back.\n"
@@ -189,14 +195,14 @@ for _i in (1, 2, 3, 4):
     _mai2021(_i)
 
 
-# --- seed 004: MiDaS v2.1 small ------------------------------------------------------------------------------
+# --- haly2021: MiDaS v2.1 small ------------------------------------------------------------------------------
 
-@register_model("midas-small")
+@register_model("midas-small", encoder="efficientnet_lite3")
 def midas_small(*, pretrained_encoder: Weights = None) -> DepthNet:
-    """MiDaS v2.1 small (Ranftl et al.; seed 004): EfficientNet-Lite3 + RefineNet-style fusion decoder
+    """MiDaS v2.1 small (Ranftl et al.; haly2021): EfficientNet-Lite3 + RefineNet-style fusion decoder
     (features 64, expand), 256x256, output relative *inverse* depth (``output_kind == "inverse_relative"``):
     compare with metric depth only after scale-and-shift alignment (``depthlib.metrics.align_scale_shift``).
-    Seed 004 counts 16,600,929 parameters: what runs (MiDaS builds 4.7 M more in a never-called unit)."""
+    haly2021 counts 16,600,929 parameters: what runs (MiDaS builds 4.7 M more in a never-called unit)."""
     enc = create_encoder("efficientnet_lite3", pretrained_encoder)
     return DepthNet(enc, MidasSmallDecoder(enc.channels), name="midas-small", input_multiple=32,
                     default_input_size=(256, 256), output_kind="inverse_relative")

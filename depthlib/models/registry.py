@@ -13,7 +13,8 @@ from torch import nn
 
 from depthlib.models.encoders import load_state_dict_file
 
-__all__ = ["DepthNet", "register_model", "create_model", "list_models", "model_doc", "load_checkpoint"]
+__all__ = ["DepthNet", "register_model", "create_model", "list_models", "model_doc", "load_checkpoint",
+           "preset_encoder"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -31,10 +32,17 @@ class DepthNet(nn.Module):
             ``"relative"`` (depth up to an unknown monotonic map, larger = farther: networks trained on ordinal
             pairs, such as ``chen2016-hourglass``).
         internal_size: when set, the input is resized to this ``(H, W)`` first and the prediction resized back
-            (seed 002's fast-downsampling resize layers, both inside the exported graph as in the paper's TFLite).
+            (zhang2021's fast-downsampling resize layers, both inside the exported graph as in the paper's TFLite).
+        normalization: ``{"mean": (3,), "std": (3,)}`` applied to the input first, or ``None`` (the input as it
+            is). :func:`create_model` sets it from the weights entry; it is stored in the state dict
+            (buffers ``input_mean``, ``input_std``), so a saved and reloaded model normalises as it was trained.
+
+    Attributes:
+        normalization: the recorded preprocessing (``None``: none), read by training, evaluation, prediction
+            and export alike: data pipelines never normalise, so an image is normalised exactly once.
 
     Shape:
-        - Input: ``x: (B, 3, H, W)``, float, ImageNet-normalised by the data pipeline, ``H, W`` multiples of
+        - Input: ``x: (B, 3, H, W)``, float RGB in [0, 1] (never pre-normalised), ``H, W`` multiples of
           ``input_multiple``.
         - Output: ``(B, 1, H, W)``; in training mode with intermediate heads a dict
           ``{"depth": (B, 1, H, W), "aux": [(B, 1, h_i, w_i), ...]}``.
@@ -42,7 +50,8 @@ class DepthNet(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, *, name: str, input_multiple: int = 32,
                  default_input_size: tuple[int, int] = (224, 224), output_kind: str = "metric",
-                 internal_size: tuple[int, int] | None = None) -> None:
+                 internal_size: tuple[int, int] | None = None,
+                 normalization: dict[str, Any] | None = None) -> None:
         super().__init__()
         if output_kind not in ("metric", "inverse_relative", "relative"):
             raise ValueError(f"output_kind={output_kind!r}; valid: 'metric', 'inverse_relative', 'relative'")
@@ -53,6 +62,39 @@ class DepthNet(nn.Module):
         self.default_input_size = tuple(default_input_size)
         self.output_kind = output_kind
         self.internal_size = tuple(internal_size) if internal_size is not None else None
+        self.register_buffer("input_mean", torch.zeros(1, 3, 1, 1))
+        self.register_buffer("input_std", torch.ones(1, 3, 1, 1))
+        self.set_normalization(normalization)
+
+    def set_normalization(self, normalization: dict[str, Any] | None) -> "DepthNet":
+        """Record the input normalisation (``{"mean", "std"}`` of 3 values each, or ``None``); returns ``self``."""
+        if normalization is None:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        else:
+            if set(normalization) != {"mean", "std"} or len(normalization["mean"]) != 3 or len(normalization["std"]) != 3:
+                raise ValueError(f"{self.name}: normalization must be None or {{'mean': 3 values, 'std': 3 values}}, "
+                                 f"got {normalization!r}")
+            mean, std = tuple(normalization["mean"]), tuple(normalization["std"])
+            if min(std) <= 0:
+                raise ValueError(f"{self.name}: normalization std must be positive, got {std}")
+        with torch.no_grad():
+            self.input_mean.copy_(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+            self.input_std.copy_(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        return self
+
+    @property
+    def normalization(self) -> dict[str, tuple[float, ...]] | None:
+        mean = tuple(round(float(v), 6) for v in self.input_mean.flatten())
+        std = tuple(round(float(v), 6) for v in self.input_std.flatten())
+        if mean == (0.0, 0.0, 0.0) and std == (1.0, 1.0, 1.0):
+            return None
+        return {"mean": mean, "std": std}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # checkpoints written before the normalisation was recorded keep the model's own
+        for name in ("input_mean", "input_std"):
+            state_dict.setdefault(prefix + name, getattr(self, name).detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def has_aux_heads(self) -> bool:
@@ -78,6 +120,7 @@ class DepthNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, Any]:
         self.check_input(x)
         size = (int(x.shape[-2]), int(x.shape[-1]))
+        x = (x - self.input_mean.to(x.dtype)) / self.input_std.to(x.dtype)
         if self.internal_size is not None and size != self.internal_size:
             x = F.interpolate(x, size=self.internal_size, mode="bilinear", align_corners=False)
         depth, aux = self.decoder(self.encoder(x))
@@ -88,22 +131,39 @@ class DepthNet(nn.Module):
         return depth
 
 
-def register_model(name: str | Callable[..., nn.Module] | None = None):
+def register_model(name: str | Callable[..., nn.Module] | None = None, *, encoder: str | None = None):
     """Register a preset factory, timm style: ``@register_model`` or ``@register_model("name-with-dashes")``.
 
-    The factory is called as ``fn(pretrained_encoder=None, **overrides)`` and its docstring is the preset's doc.
+    The factory is called as ``fn(pretrained_encoder=<None, a path or "imagenet">, **overrides)`` and its docstring
+    is the preset's doc. ``encoder``: the encoder the preset builds, so that ``weights="auto"`` resolves without
+    building the model (a factory with an ``encoder`` keyword declares it through that keyword's default).
     """
 
     def deco(fn: Callable[..., nn.Module], key: str | None = None) -> Callable[..., nn.Module]:
         key = key or fn.__name__
         if key in _MODELS:
             raise ValueError(f"model {key!r} is already registered")
+        if encoder is not None:
+            fn.encoder = encoder
         _MODELS[key] = fn
         return fn
 
     if callable(name):
         return deco(name)
     return lambda fn: deco(fn, name)
+
+
+def preset_encoder(name: str, **overrides: Any) -> str | None:
+    """The encoder preset ``name`` builds with ``overrides`` (``None`` when the preset does not declare it)."""
+    import inspect
+
+    fn = _factory(name)
+    if "encoder" in overrides:
+        return str(overrides["encoder"])
+    param = inspect.signature(fn).parameters.get("encoder")
+    if param is not None and param.default is not inspect.Parameter.empty:
+        return str(param.default)
+    return getattr(fn, "encoder", None)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -129,26 +189,78 @@ def _factory(name: str) -> Callable[..., nn.Module]:
     return _MODELS[name]
 
 
-def create_model(name: str, *, pretrained_encoder: str | os.PathLike | None = None, **overrides: Any) -> nn.Module:
-    """Build preset ``name`` (see :func:`list_models`).
+_FROM_WEIGHTS = "weights"
+
+
+def _normalization_arg(value: Any) -> dict[str, tuple[float, ...]] | None:
+    from depthlib.models.weights import IMAGENET_MEAN, IMAGENET_STD
+
+    if value in (None, "none"):
+        return None
+    if value == "imagenet":
+        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    if isinstance(value, dict) and set(value) == {"mean", "std"}:
+        return {"mean": tuple(float(v) for v in value["mean"]), "std": tuple(float(v) for v in value["std"])}
+    raise ValueError(f"normalization must be 'weights' (the weights entry's), 'imagenet', 'none'/None or "
+                     f"{{'mean': ..., 'std': ...}}; got {value!r}")
+
+
+def create_model(name: str, *, weights: Any = None, normalization: Any = _FROM_WEIGHTS,
+                 **overrides: Any) -> nn.Module:
+    """Build preset ``name`` (see :func:`list_models`) with encoder ``weights``.
 
     Args:
         name: preset name; an unknown name raises a ValueError listing the valid ones.
-        pretrained_encoder: ``None`` (random init; decoders are always Kaiming-initialised), ``"imagenet"``
-            (torchvision/timm weight API, fails at once offline without a cache) or a path to a state dict.
+        weights: the encoder's initialisation (decoders are always Kaiming-initialised): ``None`` (random),
+            a :class:`~depthlib.models.weights.WeightsEntry` or its name (:func:`list_weights`), ``"auto"``
+            (the best weights available locally, else random), ``"imagenet"`` (the converted file when present,
+            else torchvision's/timm's, failing at once offline without a cache) or a path to a state dict.
+            See :func:`depthlib.models.weights.resolve_weights`.
+        normalization: the input preprocessing the model records and applies first in ``forward``:
+            ``"weights"`` (default: what the weights entry expects; none for random init), ``"imagenet"``,
+            ``"none"`` or ``{"mean": ..., "std": ...}``. An explicit value that disagrees with the weights
+            entry's raises a ValueError naming both.
         overrides: preset keyword arguments (see each preset's docstring), e.g.
             ``create_model("fastdepth", encoder="resnet18", decoder="upproj", skip="concat")``.
 
     Returns:
-        a :class:`DepthNet`: ``(B, 3, H, W) -> (B, 1, H, W)``.
+        a :class:`DepthNet`: ``(B, 3, H, W)`` in [0, 1] ``-> (B, 1, H, W)``; ``model.weights`` is the resolved
+        entry (or ``None``) and ``model.normalization`` the recorded preprocessing.
     """
+    from depthlib.models.weights import resolve_weights
+
+    if "pretrained_encoder" in overrides:
+        raise ValueError("create_model: pretrained_encoder= is now weights= (None, a weights name, 'auto', "
+                         "'imagenet' or a path)")
     fn = _factory(name)
+    entry = None
+    if weights is not None and weights != "none":
+        encoder = preset_encoder(name, **overrides)
+        if encoder is None:
+            raise ValueError(f"model {name!r} does not declare its encoder (register_model(..., encoder=...)), "
+                             f"so weights={weights!r} cannot be resolved")
+        entry = resolve_weights(encoder, weights)
+    expected = entry.transforms() if entry is not None else None
+    if normalization == _FROM_WEIGHTS:
+        norm = expected
+    else:
+        norm = _normalization_arg(normalization)
+        if entry is not None and norm != expected:
+            raise ValueError(f"create_model({name!r}): weights {entry.name!r} expect input normalisation "
+                             f"{expected}, but normalization={normalization!r} asks for {norm}; drop the argument "
+                             "to use the weights' own")
     try:
-        return fn(pretrained_encoder=pretrained_encoder, **overrides)
+        model = fn(pretrained_encoder=None if entry is None else entry.encoder_argument(), **overrides)
     except TypeError as err:
         if "unexpected keyword argument" in str(err):
             raise ValueError(f"model {name!r} does not take {err}; see depthlib.models.model_doc({name!r})") from err
         raise
+    if isinstance(model, DepthNet):
+        model.set_normalization(norm)
+    elif norm is not None:
+        raise ValueError(f"model {name!r} is not a DepthNet and cannot record normalization {norm}")
+    model.weights = entry
+    return model
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
@@ -165,7 +277,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool =
     """
     state = load_state_dict_file(path)
     own = model.state_dict()
-    optional = "decoder.aux_heads."
+    optional = ("decoder.aux_heads.", "input_mean", "input_std")  # heads removed for deployment; old files
     missing = [k for k in own if k not in state and not k.startswith(optional)]
     unexpected = [k for k in state if k not in own and not k.startswith(optional)]
     shapes = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"

@@ -5,12 +5,16 @@ the LR range test and DDP through torchrun.
 - :func:`fit` trains, checkpoints ``out_dir/last.pt`` every epoch, resumes, returns the history.
 - :func:`evaluate` the depth metrics of a model over a dataset.
 - :func:`lr_range_test` Smith's (2017) LR range test and a suggested LR.
+- :func:`train_eval`, :func:`lr_search`, :func:`predict`: one run of a chapter (:mod:`depthlib.train.runs`).
 - :func:`load_checkpoint` reads a checkpoint (``weights_only=True``); ``ckpt["model"]`` is a state dict.
 """
 
+from ._engine import seed_everything
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .loop import NonFiniteLossError, evaluate, fit
 from .lr_finder import lr_range_test
+from .runs import build_model, lr_search, predict, train_eval, train_eval_run
 
-__all__ = ["TrainConfig", "fit", "evaluate", "lr_range_test", "load_checkpoint", "NonFiniteLossError"]
+__all__ = ["TrainConfig", "fit", "evaluate", "lr_range_test", "load_checkpoint", "NonFiniteLossError",
+           "build_model", "predict", "train_eval", "train_eval_run", "lr_search", "seed_everything"]

@@ -69,21 +69,14 @@ def resolve_loss(cfg: TrainConfig) -> LossFn:
     return get_loss(cfg.loss, **cfg.loss_kwargs)
 
 
-def imagenet_normalize(image: torch.Tensor) -> torch.Tensor:
-    """``(B, 3, H, W)`` in [0, 1] -> ImageNet-normalised, on the tensor's device."""
-    from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    from torchvision.transforms.v2.functional import normalize
-
-    return normalize(image, mean=list(IMAGENET_DEFAULT_MEAN), std=list(IMAGENET_DEFAULT_STD))
-
-
 def prepare_batch(
     batch: Any, device: torch.device, cfg: TrainConfig, keys: Sequence[str]
 ) -> tuple[torch.Tensor, tuple[Any, ...]]:
     """Move a collated sample dict to ``device``: ``(image (B, 3, H, W), targets)``.
 
-    The image is normalised here, on the device, when ``cfg.normalize`` says so; ``targets`` are
-    ``batch[k]`` for ``k`` in ``keys`` (see :func:`target_keys`), in that order.
+    The image stays in [0, 1]: the model normalises it as its weights expect (``model.normalization``,
+    recorded by :func:`depthlib.models.create_model`), so training, evaluation, prediction and export share
+    one switch. ``targets`` are ``batch[k]`` for ``k`` in ``keys`` (see :func:`target_keys`), in that order.
     """
     if not isinstance(batch, dict) or "image" not in batch:
         raise TypeError(
@@ -100,8 +93,6 @@ def prepare_batch(
     image = batch["image"].to(device, non_blocking=True)
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"batch['image'] must be (B, 3, H, W), got {tuple(image.shape)}")
-    if cfg.normalize == "imagenet":
-        image = imagenet_normalize(image)
     if cfg.channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
     targets = tuple(batch[k].to(device, non_blocking=True) if torch.is_tensor(batch[k]) else batch[k] for k in keys)
@@ -122,7 +113,7 @@ def split_output(output: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
 
 
 def head_weights(n_aux: int, aux_weights: tuple[float, ...] | None) -> tuple[float, ...]:
-    """Weights of ``[final, aux_1, ..., aux_n]``; the default is seed 003's (0.5 final, rest split)."""
+    """Weights of ``[final, aux_1, ..., aux_n]``; the default is yucel2021's (0.5 final, rest split)."""
     if aux_weights is None:
         return (1.0,) if n_aux == 0 else (0.5,) + (0.5 / n_aux,) * n_aux
     if len(aux_weights) != n_aux + 1:
@@ -138,7 +129,7 @@ def compute_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted loss over every prediction head; returns ``(loss, final prediction (B, 1, H, W))``.
 
-    The sum is :func:`depthlib.losses.deep_supervision` (seed 003, eq. 4): auxiliary predictions
+    The sum is :func:`depthlib.losses.deep_supervision` (yucel2021, eq. 4): auxiliary predictions
     ``(B, 1, h_i, w_i)`` are upsampled bilinearly to the final prediction's size rather than the targets
     downsampled, because downsampling a sparse depth map with a validity mask has no good answer
     (nearest picks arbitrary pixels, averaging mixes in the zeros of invalid pixels) and pixel-pair

@@ -12,7 +12,6 @@ __all__ = ["TrainConfig"]
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _SCHEDULES = ("step", "poly", "none")
 _AMP = (None, "bf16", "fp16")
-_NORMALIZE = (None, "imagenet")
 
 
 @dataclasses.dataclass
@@ -21,11 +20,11 @@ class TrainConfig:
 
     The papers' recipes, as configs:
 
-    - FastDepth / seed 003 on NYU: ``TrainConfig(optimizer="sgd", lr=0.01, momentum=0.9,
+    - FastDepth / yucel2021 on NYU: ``TrainConfig(optimizer="sgd", lr=0.01, momentum=0.9,
       weight_decay=1e-4, schedule="step", step_size=10, gamma=0.1, batch_size=8, loss="l1")``.
-    - Seed 000: ``optimizer="sgd", lr=0.08`` (from its LR range test), ``schedule="step", step_size=10,
+    - sagar2021: ``optimizer="sgd", lr=0.08`` (from its LR range test), ``schedule="step", step_size=10,
       gamma=0.9``, ``loss="sobel_edge"``.
-    - Seed 002 (MAI 2021): ``optimizer="adam", lr=8e-3, eps=1e-3, schedule="poly", power=0.9``.
+    - zhang2021 (MAI 2021): ``optimizer="adam", lr=8e-3, eps=1e-3, schedule="poly", power=0.9``.
 
     Args:
         epochs: number of epochs of the whole run (the schedule spans them).
@@ -35,7 +34,7 @@ class TrainConfig:
         lr: base learning rate.
         momentum: SGD momentum.
         weight_decay: L2 penalty (SGD, Adam) or decoupled weight decay (AdamW).
-        betas, eps: Adam(W) parameters (seed 002 uses ``eps=1e-3``).
+        betas, eps: Adam(W) parameters (zhang2021 uses ``eps=1e-3``).
         schedule: ``"step"`` (lr x ``gamma`` every ``step_size`` epochs), ``"poly"``
             (lr x ``(1 - epoch / epochs) ** power``, stepped per epoch) or ``"none"``.
         step_size, gamma, power: schedule parameters.
@@ -47,7 +46,7 @@ class TrainConfig:
             DIW's ordinal ones.
         aux_weights: weights of ``[final, aux_1, ..., aux_n]`` for models that return
             ``{"depth", "aux"}`` in training mode. ``None`` gives the final prediction 0.5 and splits
-            0.5 equally between the auxiliary heads (seed 003's 0.5 / 0.25 / 0.25 for two heads).
+            0.5 equally between the auxiliary heads (yucel2021's 0.5 / 0.25 / 0.25 for two heads).
         seed: seeds torch, Python and NumPy, the data order and the workers' augmentations.
         deterministic: ``torch.use_deterministic_algorithms(True)`` during ``fit`` (restored after).
         num_workers: DataLoader worker processes.
@@ -56,8 +55,6 @@ class TrainConfig:
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast; CUDA only (``"fp16"`` adds a GradScaler).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; under torchrun each process uses
             ``cuda:LOCAL_RANK`` when this is a CUDA device.
-        normalize: ``"imagenet"`` normalises the image batch on the device before the model;
-            ``None`` when the data pipeline already did (or the model wants [0, 1] input).
         max_depth, min_depth: depth caps for the validation metrics (NYU 10 m, KITTI 80 m).
         metric_reduction: ``"per_image"`` (FastDepth's published numbers) or pixel-pooled,
             passed to :mod:`depthlib.metrics`.
@@ -90,7 +87,6 @@ class TrainConfig:
     channels_last: bool = False
     amp: str | None = None
     device: str = "cpu"
-    normalize: str | None = "imagenet"
     max_depth: float | None = None
     min_depth: float = 1e-3
     metric_reduction: str = "per_image"
@@ -146,7 +142,6 @@ class TrainConfig:
                 f"TrainConfig.amp={self.amp!r} needs a CUDA device, got device={self.device!r}: "
                 "mixed precision is only supported on CUDA here"
             )
-        _choice(self, "normalize", _NORMALIZE)
         if self.max_depth is not None:
             _positive_float(self, "max_depth")
         _positive_float(self, "min_depth")

@@ -467,7 +467,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``model`` (in ``eval()`` mode) over ``data``, with :mod:`depthlib.metrics` conventions.
 
-    Each batch: ``image`` ``(B, 3, H, W)`` is prepared as in training (device, ``config.normalize``,
+    Each batch: ``image`` ``(B, 3, H, W)`` is prepared as in training (device,
     ``channels_last``), the model predicts ``(B, 1, H, W)`` and a :class:`depthlib.metrics.DepthMetrics`
     accumulator takes ``(pred, depth (B, 1, H, W), mask (B, 1, H, W))``.
 
@@ -481,7 +481,7 @@ def evaluate(
         align: ``"inverse"`` or ``"depth"`` aligns each prediction to the ground truth with
             :func:`depthlib.metrics.align_scale_shift` in that space before the metrics (relative-depth
             models); ``None`` never; ``"auto"`` aligns in inverse space exactly when
-            ``model.output_kind == "inverse_relative"`` (MiDaS small: the step paper 004 skipped).
+            ``model.output_kind == "inverse_relative"`` (MiDaS small: the step haly2021 skipped).
         **metric_kwargs: passed to the accumulator, overriding the config's: ``reduction``,
             ``crop``, ``max_depth``, ``min_depth``...
 

@@ -1,4 +1,6 @@
-"""The experiment loops and the statistics of which differences survive."""
+"""The pieces of a chapter's experiments, each from the module that owns it: grids of runs (depthlib.book.grids),
+one run (depthlib.train.runs), statistics (depthlib.stats), the edge metric (depthlib.metrics), complexity tables
+(depthlib.profiler), chapter data (depthlib.data.chapters) and weights resolution (depthlib.models.weights)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ import torch
 from scipy import stats
 from torch import nn
 
-from depthlib.experiments import (compare, complexity_table, edge_error, grid, lr_search, mean_spread, predict,
-                                  results_frame, run_grid, summarize, train_eval)
+from depthlib.book.grids import grid, run_grid
+from depthlib.metrics import edge_error
+from depthlib.profiler import complexity_table
+from depthlib.reported import results_frame
+from depthlib.stats import compare, mean_spread, summarize
+from depthlib.train.runs import lr_search, predict, train_eval
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +110,7 @@ def test_compare_welch_matches_scipy_and_says_what_survives():
 
 
 def test_compare_two_seeds_with_sagar_sized_difference_does_not_survive():
-    # Seed 000's Table 3: MobileNet 0.743 vs MobileNetV2 0.740, with a plausible seed-to-seed spread of 0.01
+    # sagar2021's Table 3: MobileNet 0.743 vs MobileNetV2 0.740, with a plausible seed-to-seed spread of 0.01
     out = compare(_runs({"mobilenet": [0.743, 0.733], "mobilenetv2": [0.740, 0.748]}), by="model", metric="delta1")
     assert len(out) == 1 and not out["survives"].iloc[0]
 
@@ -167,8 +173,9 @@ def test_results_frame_and_mean_spread():
     assert rows["n_seeds"].tolist() == [2, 2] and rows["seeds"].tolist() == ["0,1", "0,1"]
     with pytest.raises(KeyError, match="'c', 'delta1'"):
         results_frame(s, {("c", "delta1"): "toy/c"}, by="model")
-    assert mean_spread(0.7234, 0.0121, 2) == "0.723 ± 0.01"
+    assert mean_spread(0.7234, 0.0121, 2) == "0.723 ± 0.012"
     assert mean_spread(0.7234, float("nan"), 1) == "0.723"
+    assert mean_spread(1234.5, 3.0, 1) == "1234" and mean_spread(float("nan"), 0.1, 2) == ""
 
 
 # ------------------------------------------------------------------------------- runs on a tiny model
@@ -235,14 +242,15 @@ def test_train_eval_refuses_overrides_with_a_factory():
         train_eval(_Tiny, train=_toy_data(2, 0), config=TrainConfig(), model_overrides={"skip": "add"})
 
 
-def test_predict_normalisation_is_explicit():
+def test_predict_takes_the_images_as_they_are():
     model = _Tiny()
     data = _toy_data(3, 2)
-    raw = predict(model, data, normalize=None, batch_size=2)
-    normed = predict(model, data, normalize="imagenet")
-    assert raw.shape == normed.shape == (3, 1, 16, 16) and not torch.allclose(raw, normed)
-    with pytest.raises(ValueError, match="normalize"):
-        predict(model, data, normalize="zscore")
+    out = predict(model, data, batch_size=2)
+    assert out.shape == (3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(out, model.eval()(torch.stack([d["image"] for d in data])))
+    both = predict(model, data, with_targets=True)
+    assert torch.allclose(both["pred"], out, atol=1e-6) and both["depth"].shape == both["mask"].shape == (3, 1, 16, 16)
 
 
 def test_lr_search_returns_a_suggestion_inside_the_sweep():
@@ -267,7 +275,7 @@ def test_complexity_table_counts_params():
 
 # ------------------------------------------------------------------------------ data and reported checks
 def test_complexity_checks_match_the_reported_entries():
-    from depthlib.experiments import COMPLEXITY_CHECKS
+    from depthlib.profiler import COMPLEXITY_CHECKS
     from depthlib.models import list_models
     from depthlib.reported import load_reported
 
@@ -280,7 +288,7 @@ def test_complexity_checks_match_the_reported_entries():
 
 
 def test_reproduce_complexity_counts_fastdepth():
-    from depthlib.experiments import COMPLEXITY_CHECKS, reproduce_complexity
+    from depthlib.profiler import COMPLEXITY_CHECKS, reproduce_complexity
     from depthlib.models import create_model
 
     out = reproduce_complexity(presets=["fastdepth"])
@@ -289,12 +297,20 @@ def test_reproduce_complexity_counts_fastdepth():
 
 
 def test_chapter_data_synth_is_cached_and_sized():
-    from depthlib.experiments import chapter_data
+    from depthlib.book import cached
+    from depthlib.data import chapter_data
 
-    data = chapter_data("synth", size=(32, 32), n_train=3, n_val=2, seed=5)
+    calls = []
+
+    def cache(key, spec, fn):
+        calls.append(key)
+        return cached(key, spec, fn)
+
+    data = chapter_data("synth", size=(32, 32), n_train=3, n_val=2, seed=5, cache=cache)
+    assert calls == ["data/synth", "data/synth"]
     assert len(data["train"]) == 3 and set(data["evaluations"]) == {"synth"} and data["primary"] == "synth"
     assert data["train"][0]["image"].shape == (3, 32, 32) and data["train"][0]["depth"].shape == (1, 32, 32)
-    again = chapter_data("synth", size=(32, 32), n_train=3, n_val=2, seed=5)
+    again = chapter_data("synth", size=(32, 32), n_train=3, n_val=2, seed=5)  # no cache: rendered again
     assert torch.equal(again["train"][2]["depth"], data["train"][2]["depth"])
     assert "synth indoor 3 @32x32" in data["describe"]
     with pytest.raises(ValueError, match="train='kitti'"):
@@ -302,57 +318,17 @@ def test_chapter_data_synth_is_cached_and_sized():
 
 
 def test_chapter_data_with_the_real_nyu_pairs(shared_nyu_data):
-    from depthlib.experiments import chapter_data
+    from depthlib.data import chapter_data
 
     data = chapter_data("synth", size=(32, 64), n_train=2, n_val=2, nyu_root=shared_nyu_data)
     assert data["primary"] == "nyu" and data["evaluations"]["nyu"][0]["depth"].shape == (1, 32, 64)
     assert data["spec"]["nyu"] == len(data["evaluations"]["nyu"]) > 0
 
 
-def test_resolve_pretrained_prefers_converted_local_weights(tmp_path, monkeypatch):
-    from depthlib.experiments import pretrained_spec, resolve_pretrained
+def test_build_model_takes_the_profiles_none_as_random_init():
+    from depthlib.train.runs import build_model
 
-    monkeypatch.setenv("DEPTHLIB_SHARED", str(tmp_path))
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "mobilenet_v1_imagenet_from_tflite.pth").write_bytes(b"")
-    local = str((tmp_path / "weights" / "mobilenet_v1_imagenet_from_tflite.pth").resolve())
-    assert resolve_pretrained("mobilenet", "auto") == local
-    assert resolve_pretrained("mobilenet_v1", "imagenet") == local
-    assert resolve_pretrained("resnet18", "imagenet") == "imagenet"  # no converted file: the weight API
-    assert resolve_pretrained("mobilenet", "none") is None
-    assert resolve_pretrained("mobilenet", "/some/file.pth") == "/some/file.pth"
-    assert pretrained_spec("auto")["files"]["mobilenet_v1"] == local
-
-
-def test_resolve_pretrained_auto_is_random_init_without_files(tmp_path, monkeypatch):
-    from depthlib.book import _paths
-    from depthlib.experiments import resolve_pretrained
-
-    monkeypatch.setenv("DEPTHLIB_SHARED", str(tmp_path))
-    monkeypatch.setattr(_paths, "project_root", lambda: tmp_path / "project")
-    assert resolve_pretrained("mobilenet", "auto") is None
-    assert resolve_pretrained("mobilenet", "imagenet") == "imagenet"
-    assert resolve_pretrained("resnet18", "auto") is None
-
-
-def test_describe_pretrained_names_the_initialisation(tmp_path, monkeypatch):
-    from depthlib.book import _paths
-    from depthlib.experiments import describe_pretrained
-
-    monkeypatch.setenv("DEPTHLIB_SHARED", str(tmp_path))
-    monkeypatch.setattr(_paths, "project_root", lambda: tmp_path / "project")
-    assert describe_pretrained("none") == "init: random"
-    assert describe_pretrained("auto") == "init: random"
-    (tmp_path / "weights").mkdir()
-    (tmp_path / "weights" / "mobilenet_v2_imagenet_from_tflite.pth").write_bytes(b"")
-    assert describe_pretrained("auto") == "init: ImageNet (TFLite-converted file) for mobilenet_v2; random otherwise"
-
-
-def test_build_takes_the_profiles_none_as_random_init():
-    import torch
-
-    from depthlib.experiments import _build
-
-    a = _build("fastdepth", 0, "none", {"encoder": "resnet18"})
-    b = _build("fastdepth", 0, None, {"encoder": "resnet18"})
+    a = build_model("fastdepth", 0, "none", {"encoder": "resnet18"})
+    b = build_model("fastdepth", 0, None, {"encoder": "resnet18"})
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert a.weights is None and a.normalization is None

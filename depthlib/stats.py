@@ -1,0 +1,237 @@
+"""Statistics over seeds: which differences between configurations survive the seed-to-seed noise.
+
+- :func:`summarize`: mean, spread and a t-interval over seeds of each metric, per configuration.
+- :func:`compare`: Welch's t-test or a bootstrap interval for each difference, with the Benjamini-Hochberg
+  correction over the comparisons of a table.
+- :func:`mean_spread`: the one formatter of "mean ± std" used by the chapters and the scorecard.
+- :func:`spread_table`: a chapter's table of "mean ± std" cells, one row per configuration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["summarize", "compare", "mean_spread", "spread_table"]
+
+
+def _groups(df: pd.DataFrame, by: str | Sequence[str]) -> list[str]:
+    cols = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise KeyError(f"no column(s) {missing} to group by; columns: {list(df.columns)}")
+    return cols
+
+
+def summarize(df: pd.DataFrame, by: str | Sequence[str], metrics: str | Sequence[str], *,
+              seed: str = "seed", confidence: float = 0.95) -> pd.DataFrame:
+    """Mean and spread over seeds of each metric, per group.
+
+    Args:
+        df: one row per run (e.g. :attr:`GridResult.table`).
+        by: the column(s) naming a configuration (everything but the seed).
+        metrics: the metric column(s).
+        seed: the seed column (its values are listed in ``seeds``).
+        confidence: level of the t-interval of the mean.
+
+    Returns:
+        One row per (group, metric): the group columns, ``metric``, ``mean``, ``std`` (sample standard
+        deviation, NaN for one seed), ``n``, ``ci_low``, ``ci_high`` (Student-t interval of the mean, NaN for
+        one seed) and ``seeds`` (``"0,1,2"``).
+    """
+    from scipy import stats
+
+    cols = _groups(df, by)
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    for m in metrics:
+        if m not in df.columns:
+            raise KeyError(f"summarize: no metric column {m!r}; columns: {list(df.columns)}")
+    rows = []
+    for key, part in df.groupby(cols, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        seeds = ",".join(str(s) for s in part[seed]) if seed in part else ""
+        for m in metrics:
+            values = part[m].astype(float).dropna().to_numpy()
+            n = len(values)
+            mean = float(values.mean()) if n else math.nan
+            std = float(values.std(ddof=1)) if n > 1 else math.nan
+            if n > 1:
+                half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+                low, high = mean - half, mean + half
+            else:
+                low = high = math.nan
+            rows.append({**dict(zip(cols, key)), "metric": m, "mean": mean, "std": std, "n": n,
+                         "ci_low": low, "ci_high": high, "seeds": seeds})
+    return pd.DataFrame(rows)
+
+
+def _welch(a: np.ndarray, b: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    from scipy import stats
+
+    if np.std(a) == 0 and np.std(b) == 0:
+        # identical runs (a deterministic CPU run repeated): no noise to test against
+        return math.nan, math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(a, b, equal_var=False)
+        ci = res.confidence_interval(confidence_level=confidence)
+    return float(res.pvalue), float(ci.low), float(ci.high)
+
+
+def _bootstrap(a: np.ndarray, b: np.ndarray, confidence: float, n_resamples: int, seed: int
+               ) -> tuple[float, float, float]:
+    from scipy import stats
+
+    def diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return x.mean(axis=axis) - y.mean(axis=axis)
+
+    # percentile intervals: BCa needs a jackknife, which is degenerate with 2-3 seeds per arm
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap((a, b), diff, n_resamples=n_resamples, confidence_level=confidence,
+                              method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    # a two-sided bootstrap p-value: how often the resampled difference falls on the other side of zero
+    dist = res.bootstrap_distribution
+    p = float(min(1.0, 2 * min((dist <= 0).mean(), (dist >= 0).mean())))
+    return p, low, high
+
+
+def compare(df: pd.DataFrame, by: str | Sequence[str], metric: str, *, baseline: Any = None,
+            pairs: Sequence[tuple[Any, Any]] | None = None, method: str = "welch", alpha: float = 0.05,
+            confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0) -> pd.DataFrame:
+    """Which differences between configurations survive the seed-to-seed noise.
+
+    For each compared pair ``(a, b)`` of groups, the difference of the means of ``metric`` over seeds with a
+    confidence interval and a p-value, by Welch's unequal-variance t-test (``method="welch"``) or a
+    percentile bootstrap of the difference of means (``"bootstrap"``). The p-values of the table are
+    corrected for multiple comparisons with Benjamini-Hochberg (:func:`scipy.stats.false_discovery_control`);
+    a difference *survives* when its corrected p-value is below ``alpha`` (and, for the bootstrap, its
+    interval excludes zero). With one seed in an arm nothing can be said: ``verdict`` says so.
+
+    Args:
+        df: one row per run.
+        by: the configuration column(s); a group is a value (or tuple of values) of them.
+        metric: the metric column.
+        baseline: compare every other group with this one; default (and without ``pairs``): all pairs.
+        pairs: explicit ``(a, b)`` pairs of group values.
+        method: ``"welch"`` or ``"bootstrap"``.
+        alpha: false-discovery rate of the correction.
+        confidence: level of the intervals.
+        n_resamples, seed: of the bootstrap.
+
+    Returns:
+        One row per pair: ``a``, ``b``, ``mean_a``, ``mean_b``, ``n_a``, ``n_b``, ``diff`` (``mean_a -
+        mean_b``), ``ci_low``, ``ci_high``, ``p_value``, ``p_adjusted``, ``survives`` (bool) and ``verdict``
+        (a sentence for the chapter's table).
+    """
+    from scipy import stats
+
+    if method not in ("welch", "bootstrap"):
+        raise ValueError(f"compare: method must be 'welch' or 'bootstrap', got {method!r}")
+    if not 0 < alpha < 1 or not 0 < confidence < 1:
+        raise ValueError(f"compare: alpha and confidence must be in (0, 1), got {alpha!r}, {confidence!r}")
+    cols = _groups(df, by)
+    if metric not in df.columns:
+        raise KeyError(f"compare: no metric column {metric!r}; columns: {list(df.columns)}")
+    samples: dict[Any, np.ndarray] = {}
+    for key, part in df.groupby(cols, sort=False, dropna=False):
+        key = key[0] if isinstance(key, tuple) and len(cols) == 1 else key
+        samples[key] = part[metric].astype(float).dropna().to_numpy()
+    if pairs is None:
+        names = list(samples)
+        if baseline is not None:
+            if baseline not in samples:
+                raise KeyError(f"compare: baseline {baseline!r} is not a group; groups: {names}")
+            pairs = [(g, baseline) for g in names if g != baseline]
+        else:
+            pairs = list(itertools.combinations(names, 2))
+    rows = []
+    for a, b in pairs:
+        for g in (a, b):
+            if g not in samples:
+                raise KeyError(f"compare: {g!r} is not a group of {cols}; groups: {list(samples)}")
+        xa, xb = samples[a], samples[b]
+        row = {"a": a, "b": b, "mean_a": float(xa.mean()) if len(xa) else math.nan,
+               "mean_b": float(xb.mean()) if len(xb) else math.nan, "n_a": len(xa), "n_b": len(xb)}
+        row["diff"] = row["mean_a"] - row["mean_b"]
+        if min(len(xa), len(xb)) < 2:
+            p, low, high = math.nan, math.nan, math.nan
+        elif method == "welch":
+            p, low, high = _welch(xa, xb, confidence)
+        else:
+            p, low, high = _bootstrap(xa, xb, confidence, n_resamples, seed)
+        row.update(ci_low=low, ci_high=high, p_value=p)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["a", "b", "mean_a", "mean_b", "n_a", "n_b", "diff", "ci_low", "ci_high",
+                                      "p_value"])
+    tested = out["p_value"].notna()
+    out["p_adjusted"] = math.nan
+    if tested.any():
+        out.loc[tested, "p_adjusted"] = stats.false_discovery_control(out.loc[tested, "p_value"].to_numpy())
+    excludes_zero = (out["ci_low"] > 0) | (out["ci_high"] < 0)
+    out["survives"] = tested & (out["p_adjusted"] < alpha) & (excludes_zero if method == "bootstrap" else True)
+    verdicts = []
+    for _, r in out.iterrows():
+        if min(r["n_a"], r["n_b"]) < 2:
+            verdicts.append("one seed in an arm: no test possible, run more seeds")
+        elif pd.isna(r["p_value"]):
+            verdicts.append("no spread between seeds (identical runs): the test is undefined")
+        elif r["survives"]:
+            verdicts.append(f"survives: {r['a']} {'higher' if r['diff'] > 0 else 'lower'} "
+                            f"(adjusted p = {r['p_adjusted']:.2g})")
+        else:
+            verdicts.append(f"within seed noise (adjusted p = {r['p_adjusted']:.2g})")
+    out["verdict"] = verdicts
+    return out
+
+
+def mean_spread(mean: float, std: float, n: int | float, digits: int = 3) -> str:
+    """``"0.741 ± 0.012"``: the one way the book prints a mean over seeds (chapters' tables and the scorecard).
+
+    ``digits`` significant digits for the mean (at least one decimal place below 10, none above); the spread
+    to two significant digits, only with two seeds or more. ``""`` for a missing mean.
+
+    Examples: ``mean_spread(0.7234, 0.0121, 2) == "0.723 ± 0.012"``; ``mean_spread(1234.5, nan, 1) == "1234"``;
+    ``mean_spread(3.5e7, nan, 1) == "3.5e+07"``.
+    """
+    if mean is None or pd.isna(mean):
+        return ""
+    mean = float(mean)
+    text = f"{mean:.0f}" if 10 ** digits <= abs(mean) < 1e6 else f"{mean:.{digits}g}"
+    if n is not None and not pd.isna(n) and n > 1 and std is not None and not pd.isna(std):
+        text += f" ± {float(std):.2g}"
+    return text
+
+
+def spread_table(df: pd.DataFrame, by: str | Sequence[str], metrics: dict[str, str], *, seed: str = "seed"
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`summarize` ``df`` and lay the result out as a chapter shows it: one row per configuration, one
+    column per metric, cells formatted by :func:`mean_spread`.
+
+    Args:
+        df: one row per run.
+        by: the configuration column(s).
+        metrics: ``{column title: metric column}``, in the order of the table's columns.
+        seed: the seed column.
+
+    Returns:
+        ``(summary, view)``: the :func:`summarize` table and the formatted view (indexed by ``by``).
+    """
+    cols = _groups(df, by)
+    summary = summarize(df, by=cols, metrics=list(metrics.values()), seed=seed)
+    titles = {column: title for title, column in metrics.items()}
+    cells: dict[Any, dict[str, str]] = {}
+    for r in summary.to_dict("records"):
+        key = tuple(r[c] for c in cols)
+        cells.setdefault(key if len(cols) > 1 else key[0], {})[titles[r["metric"]]] = mean_spread(r["mean"], r["std"],
+                                                                                                 r["n"])
+    view = pd.DataFrame.from_dict(cells, orient="index")[list(metrics)]
+    view.index = pd.MultiIndex.from_tuples(view.index, names=cols) if len(cols) > 1 else view.index.rename(cols[0])
+    return summary, view
