@@ -19,7 +19,13 @@ explicit option here:
   ``min_depth < target`` (and ``target <= max_depth`` when a cap is given; the usual caps are
   :data:`NYU_MAX_DEPTH` = 10 m and :data:`KITTI_MAX_DEPTH` = 80 m). Predictions are always clamped from
   below at ``min_depth`` (so that the log metrics stay finite) and, when a cap is given, from above at
-  ``max_depth``, as the NYU/KITTI evaluation code of BTS/AdaBins/Monodepth does.
+  ``max_depth``, as the NYU/KITTI evaluation code of BTS/AdaBins/Monodepth does. A *negative* prediction
+  is clamped too, but never silently: :meth:`DepthMetrics.compute` then emits a
+  :class:`NegativeDepthWarning` with the count and the lowest value. A warning, not an error: the clamp is
+  the field's convention and a model early in training (or a validation pass during ``fit``) must still get
+  its numbers; but negative metres mean the model does not output metric depth (a relative or inverse-depth
+  model needs :func:`align_scale_shift` first, or its head lacks a positive activation), so the numbers
+  must not be published without a word.
 - **si_rmse** is computed exactly as the MAI 2021 challenge computes it. Paper 002 only names the metric
   (line 76, "invariant standard root mean squared error (si-RMSE)") and refers to the challenge report
   (its reference [12], Ignatov et al., CVPRW 2021); the formula is the one in the challenge's released
@@ -58,7 +64,13 @@ __all__ = [
     "align_scale_shift",
     "relation_from_depth",
     "whdr",
+    "NegativeDepthWarning",
 ]
+
+
+class NegativeDepthWarning(UserWarning):
+    """Predictions below zero were clamped to ``min_depth`` in the metrics (see the module docstring)."""
+
 
 METRIC_NAMES: tuple[str, ...] = (
     "rmse", "mae", "absrel", "sqrel", "log10", "rmse_log", "delta1", "delta2", "delta3", "si_rmse",
@@ -242,6 +254,8 @@ class DepthMetrics:
     def reset(self) -> None:
         """Forget all images seen so far."""
         self._rows: list[Tensor] = []
+        self._negative = 0
+        self._lowest = 0.0
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> "DepthMetrics":
@@ -259,6 +273,10 @@ class DepthMetrics:
         valid = _valid_mask(target, mask, self.crop, self.min_depth, self.max_depth)
         if not bool(torch.isfinite(pred[valid]).all()):
             raise ValueError("DepthMetrics.update: pred has NaN or inf values at valid pixels")
+        negative = pred[valid & (pred < 0)]
+        if negative.numel():
+            self._negative += int(negative.numel())
+            self._lowest = min(self._lowest, float(negative.min()))
         self._rows.append(_image_sums(pred, target, valid, self.min_depth, self.max_depth).cpu())
         return self
 
@@ -299,6 +317,13 @@ class DepthMetrics:
                 f"no valid pixel in {sums.shape[0]} image(s) after mask, crop={self.crop!r}, "
                 f"min_depth={self.min_depth}, max_depth={self.max_depth}"
             )
+        if self._negative:
+            warnings.warn(
+                f"{self._negative} of {int(sums[:, 0].sum())} valid pixels have a negative predicted depth (lowest "
+                f"{self._lowest:.4g} m); they were clamped to min_depth={self.min_depth} m, the evaluation convention, "
+                "and count as that depth in every metric. Negative metres mean the model does not predict metric "
+                "depth: align a relative/inverse-depth prediction first (align_scale_shift)",
+                NegativeDepthWarning, stacklevel=2)
         if reduction == "per_image":
             if not bool(has.all()):
                 warnings.warn(

@@ -14,10 +14,10 @@ resolution (``model.default_input_size``). ``model.output_kind`` is ``"metric"``
 from depthlib.models.decoders import DECODER_BLOCKS, SKIP_MODES, LightFusionDecoder, MidasSmallDecoder, UNetDecoder
 from depthlib.models.encoders import Encoder, create_encoder, list_encoders, load_state_dict_file
 from depthlib.models.mobilenet_v1 import MobileNetV1
-from depthlib.models.registry import DepthNet, create_model, list_models, load_checkpoint, model_doc, register_model
+from depthlib.models.registry import DepthNet, create_model, list_models, model_doc, register_model
 
 __all__ = [
-    "create_model", "list_models", "register_model", "load_checkpoint", "model_doc", "DepthNet",
+    "create_model", "list_models", "register_model", "model_doc", "DepthNet",
     "create_encoder", "list_encoders", "Encoder", "load_state_dict_file", "MobileNetV1",
     "UNetDecoder", "LightFusionDecoder", "MidasSmallDecoder", "DECODER_BLOCKS", "SKIP_MODES",
 ]

@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depthlib.models.encoders import load_state_dict_file
-
-__all__ = ["DepthNet", "register_model", "create_model", "list_models", "model_doc", "load_checkpoint"]
+__all__ = ["DepthNet", "register_model", "create_model", "list_models", "model_doc"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -142,41 +140,13 @@ def create_model(name: str, *, pretrained_encoder: str | os.PathLike | None = No
     """
     fn = _factory(name)
     try:
-        return fn(pretrained_encoder=pretrained_encoder, **overrides)
+        model = fn(pretrained_encoder=pretrained_encoder, **overrides)
     except TypeError as err:
         if "unexpected keyword argument" in str(err):
             raise ValueError(f"model {name!r} does not take {err}; see depthlib.models.model_doc({name!r})") from err
         raise
-
-
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
-    """Load a state dict file into ``model`` (``weights_only=True``), naming every mismatch.
-
-    Accepts a plain state dict or one wrapped under ``"model"``, ``"state_dict"`` or ``"model_state_dict"``
-    (training checkpoints). Intermediate-head keys (``decoder.aux_heads.*``) may be absent from the file or the
-    model (heads are removed for deployment).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: (``strict``) keys missing from the file, unexpected keys or shape mismatches, naming them,
-            e.g. a checkpoint of another architecture.
-    """
-    state = load_state_dict_file(path)
-    own = model.state_dict()
-    optional = "decoder.aux_heads."
-    missing = [k for k in own if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in own and not k.startswith(optional)]
-    shapes = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if strict and (missing or unexpected or shapes):
-        arch = getattr(model, "name", type(model).__name__)
-
-        def head(keys: list[str]) -> str:
-            return f"{keys[:10]}{' ...' if len(keys) > 10 else ''} ({len(keys)})"
-
-        raise ValueError(
-            f"checkpoint {str(path)!r} does not match model {arch!r} (another architecture?): "
-            f"missing keys {head(missing)}; unexpected keys {head(unexpected)}; shape mismatches {head(shapes)}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own and state[k].shape == own[k].shape},
-                          strict=False)
+    # What the network is, for checkpoints: fastdepth-noskip and fastdepth share every key and shape, so
+    # only the preset and its overrides tell a checkpoint of one from the other (see depthlib.train.load_checkpoint).
+    model.preset_config = {"preset": name, "overrides": dict(overrides),
+                           "weights": None if pretrained_encoder is None else os.fspath(pretrained_encoder)}
     return model
