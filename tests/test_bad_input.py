@@ -32,6 +32,7 @@ from depthlib.data.writer import write_nyu_png
 from depthlib.metrics import NegativeDepthWarning, depth_metrics
 from depthlib.models import create_model
 from depthlib.train import NonFiniteLossError, TrainConfig, fit, load_checkpoint
+from depthlib.train.checkpoint import dataset_fingerprint
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE = (16, 16)
@@ -200,6 +201,10 @@ def test_resume_on_another_dataset_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"trained on another dataset .*len: 4 -> 8"):
         fit(_tiny(), _synth(8, seed=0), config=_cfg(epochs=2), out_dir=tmp_path)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    # Samples held in memory (the book's chapters train on lists of sample dicts) are told apart by their paths.
+    samples = [_synth(4)[i] for i in range(2)]
+    assert dataset_fingerprint(samples) == dataset_fingerprint([dict(s) for s in samples])
+    assert dataset_fingerprint(samples) != dataset_fingerprint(samples[::-1])
 
 
 def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):

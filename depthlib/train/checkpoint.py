@@ -276,6 +276,10 @@ def _identity(value: Any, depth: int = 0) -> Any:
         return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
     if isinstance(value, torch.Tensor):
         return hashlib.sha256(value.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+    if isinstance(value, range):
+        return ["range", value.start, value.stop, value.step]
+    if isinstance(value, dict) and "path" in value:  # a sample held in memory: its source names it
+        return _identity(value["path"], depth)
     if isinstance(value, (list, tuple)):
         items = [_identity(v, depth + 1) for v in value]
         return items if all(i is not None or v is None for i, v in zip(items, value)) else None
@@ -289,10 +293,12 @@ def dataset_fingerprint(data: Any, depth: int = 0) -> dict[str, Any]:
 
     ``identity`` hashes the dataset's public attributes that say which samples it serves (file lists,
     roots by their last path components, split, seed, size, indices of a ``Subset``, the datasets of a
-    ``ConcatDataset``), not its transform: :func:`depthlib.train.fit` records it in the checkpoint and
+    ``ConcatDataset``, the ``"path"`` of each sample of a list held in memory), not its transform: :func:`depthlib.train.fit` records it in the checkpoint and
     refuses to resume on another dataset.
     """
     fields = {}
+    if isinstance(data, (list, tuple)):  # samples held in memory (a list of sample dicts)
+        fields["samples"] = _identity(list(data), depth)
     for key, value in sorted(getattr(data, "__dict__", {}).items()):
         if key.startswith("_") or key == "transform":
             continue
