@@ -187,6 +187,13 @@ def test_train_config_checks_every_field_at_construction(field, value, message):
         TrainConfig(**{field: value})
 
 
+def test_reader_max_depth_as_a_string_is_refused_at_open(tmp_path):
+    """open_dataset(..., max_depth='10') failed at the first sample with a TypeError comparing a tensor to a str."""
+    write_nyu_png(tmp_path, 1, (8, 8))
+    with pytest.raises(ValueError, match=r"open_dataset\('nyu_png'\): max_depth='10' must be a number of metres"):
+        open_dataset("nyu_png", tmp_path, split="test", max_depth="10")
+
+
 def test_train_config_max_depth_below_min_depth():
     """max_depth < min_depth failed only in the validation metrics after the first epoch."""
     with pytest.raises(ValueError, match=r"max_depth=0\.0005 must be larger than min_depth=0\.001"):

@@ -173,6 +173,14 @@ def check_root(root: PathLike | None, kind: str, hint: str) -> pathlib.Path:
     return root
 
 
+def check_max_depth(kind: str, max_depth: Any) -> float:
+    """``max_depth`` as a float > 0 (``inf``: no cap), or a ValueError naming it (``"10"`` is a string)."""
+    if isinstance(max_depth, bool) or not isinstance(max_depth, (int, float)) or not max_depth > 0:
+        raise ValueError(f"open_dataset({kind!r}): max_depth={max_depth!r} must be a number of metres > 0 "
+                         "(float('inf') for no cap)")
+    return float(max_depth)
+
+
 def check_split(kind: str, split: str, allowed: Sequence[str]) -> str:
     if split not in allowed:
         raise ValueError(f"open_dataset({kind!r}): split={split!r} is not one of {list(allowed)}")

@@ -21,6 +21,7 @@ import torch
 from ._common import (
     DataFormatError,
     DepthDataset,
+    check_max_depth,
     check_root,
     check_split,
     filter_missing,
@@ -81,7 +82,7 @@ class NYUH5(DepthDataset):
         self.files = sorted(folder.glob("*/*.h5"))
         if not self.files:
             raise FileNotFoundError(f"open_dataset('nyu_h5'): no <scene>/<n>.h5 file under {folder}")
-        self.eval_crop, self.max_depth = eval_crop, max_depth
+        self.eval_crop, self.max_depth = eval_crop, check_max_depth(self.kind, max_depth)
         _eval_region(self.kind, eval_crop, 480, 640, folder)  # validates the option early
 
     def __len__(self) -> int:
@@ -188,7 +189,7 @@ class NYULabeled(DepthDataset):
             self.indices = _read_split_indices(split_path, split)
             if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
                 raise DataFormatError(f"{split_path}: indices outside 1..{n}")
-        self.eval_crop, self.max_depth = eval_crop, max_depth
+        self.eval_crop, self.max_depth = eval_crop, check_max_depth(self.kind, max_depth)
         self._file: h5py.File | None = None
         self._pid = -1
 
@@ -280,7 +281,7 @@ class NYUPng(DepthDataset):
         if not rows:
             raise DataFormatError(f"{listing}: lists no frame (an empty csv)")
         self.rows = filter_missing(self.kind, rows, str(listing), on_missing)
-        self.eval_crop, self.max_depth, self.split = eval_crop, max_depth, split
+        self.eval_crop, self.max_depth, self.split = eval_crop, check_max_depth(self.kind, max_depth), split
 
     def __len__(self) -> int:
         return len(self.rows)
