@@ -156,6 +156,21 @@ def test_a_noskip_checkpoint_does_not_load_into_fastdepth(tmp_path):
         load_checkpoint(tmp_path / "b" / "last.pt", create_model("fastdepth"))
 
 
+def test_resume_from_other_initial_weights_is_refused(tmp_path):
+    """The weights entry the encoder started from is recorded too: a resumed run must continue the same run
+    (plain loading for inference does not compare it: the checkpoint's weights replace the start anyway)."""
+    def model(weights):
+        m = _tiny()
+        m.preset_config = {"preset": "tiny", "overrides": {}, "weights": weights}
+        return m
+
+    fit(model("mobilenet_v1_imagenet.pth"), _synth(4), config=_cfg(epochs=2), out_dir=tmp_path, stop_after_epoch=1)
+    assert load_checkpoint(tmp_path / "last.pt")["model_meta"]["weights"] == "mobilenet_v1_imagenet.pth"
+    with pytest.raises(ValueError, match=r"weights: checkpoint 'mobilenet_v1_imagenet\.pth', model None"):
+        fit(model(None), _synth(4), config=_cfg(epochs=2), out_dir=tmp_path)
+    load_checkpoint(tmp_path / "last.pt", model(None))
+
+
 def test_an_8bit_depth_png_in_the_16bit_test_split_is_an_error(tmp_path):
     """DenseDepth's test split is 16-bit millimetres; an 8-bit png there was read with the train split's
     255 = 10 m encoding (mean 0.42 m instead of 2.88 m), without a warning."""

@@ -147,6 +147,9 @@ def create_model(name: str, *, pretrained_encoder: str | os.PathLike | None = No
         raise
     # What the network is, for checkpoints: fastdepth-noskip and fastdepth share every key and shape, so
     # only the preset and its overrides tell a checkpoint of one from the other (see depthlib.train.load_checkpoint).
-    model.preset_config = {"preset": name, "overrides": dict(overrides),
-                           "weights": None if pretrained_encoder is None else os.fspath(pretrained_encoder)}
+    # A weights file is recorded by its name: the same file in another folder or machine is the same start.
+    weights = None if pretrained_encoder is None else os.fspath(pretrained_encoder)
+    if weights is not None and weights != "imagenet":
+        weights = os.path.basename(weights)
+    model.preset_config = {"preset": name, "overrides": dict(overrides), "weights": weights}
     return model
