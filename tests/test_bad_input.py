@@ -194,6 +194,9 @@ def test_an_8bit_depth_png_in_the_16bit_test_split_is_an_error(tmp_path):
     ("drop_last", "False", r"drop_last must be True or False, got 'False' \(a string is not a bool"),
     ("deterministic", "no", r"deterministic must be True or False, got 'no'"),
     ("max_depth", "10", r"max_depth must be a positive finite number, got '10'"),
+    ("loss", "l3", r"TrainConfig\.loss='l3'.*unknown loss 'l3'; valid names: .*smooth_l1"),
+    ("channels_last", "yes", r"channels_last must be True or False, got 'yes'"),
+    ("num_workers", True, r"num_workers must be a non-negative int, got True"),
 ])
 def test_train_config_checks_every_field_at_construction(field, value, message):
     """TrainConfig(metric_reduction=...) failed only after epoch 1; betas=0.9 raised a TypeError about a float;
