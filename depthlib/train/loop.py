@@ -222,7 +222,7 @@ def _fit(
         train_loss, n_images, train_time = _train_epoch(
             net, loader, optimizer, scaler, loss_fn, keys, cfg, ctx, device, epoch, disable, ckpt_path, len(history)
         )
-        _check_finite_state(model, optimizer, epoch, ckpt_path, len(history))
+        _check_finite_state(model, optimizer, epoch, ckpt_path, len(history), ctx, device)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr), "train_loss": train_loss}
         if val_data is not None:
             metrics = None
@@ -481,7 +481,8 @@ def _check_out_dir(out_dir: pathlib.Path) -> None:
 
 
 def _check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
-                        ckpt_path: pathlib.Path | None, last_good_epoch: int) -> None:
+                        ckpt_path: pathlib.Path | None, last_good_epoch: int, ctx: DistContext,
+                        device: torch.device) -> None:
     """Stop when the epoch left NaN/inf in the model (BatchNorm running statistics included) or the optimiser.
 
     The per-step check sees the loss and the gradients only: in training mode BatchNorm normalises with the
@@ -490,7 +491,13 @@ def _check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoc
     """
     bad = nonfinite_entries(model.state_dict())
     bad += [f"optimizer.{k}" for k in nonfinite_entries(optimizer.state_dict().get("state", {}))]
-    if not bad:
+    if ctx.enabled:  # every rank stops together (ranks' BatchNorm buffers may differ)
+        ok = torch.tensor(0 if bad else 1, dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+        if bool(ok):
+            return
+        bad = bad or ["(on another rank)"]
+    elif not bad:
         return
     if ckpt_path is None:
         kept = "no checkpoint is written (out_dir=None)"
