@@ -497,8 +497,11 @@ def _gather_pairs(pred: Tensor, pairs: Tensor, name: str) -> tuple[Tensor, Tenso
     b, _, h, w = pred.shape
     pairs = pairs.long()
     ys, xs = pairs[..., 0::2], pairs[..., 1::2]
-    if bool((ys < 0).any() | (ys >= h).any() | (xs < 0).any() | (xs >= w).any()):
-        raise ValueError(f"{name}: a pair lies outside the {h}x{w} prediction (pairs are [yA, xA, yB, xB] in pixels of pred)")
+    outside = ((ys < 0) | (ys >= h) | (xs < 0) | (xs >= w)).any(dim=-1)
+    if bool(outside.any()):
+        i, k = (int(v) for v in outside.nonzero()[0])
+        raise ValueError(f"{name}: a pair lies outside the {h}x{w} prediction: pairs[{i}, {k}] = "
+                         f"{pairs[i, k].tolist()} ({int(outside.sum())} in all; pairs are [yA, xA, yB, xB] in pixels of pred)")
     flat = pred.reshape(b, h * w)
     za = flat.gather(1, pairs[..., 0] * w + pairs[..., 1])
     zb = flat.gather(1, pairs[..., 2] * w + pairs[..., 3])
@@ -510,8 +513,11 @@ def _check_relation(relation: Tensor, za: Tensor, name: str) -> Tensor:
         relation = relation.unsqueeze(0)
     if relation.shape != za.shape:
         raise ValueError(f"{name}: relation must have shape (B, K) = {tuple(za.shape)} (or (K,) when B=1), got {tuple(relation.shape)}")
-    if bool(((relation != 1) & (relation != 0) & (relation != -1)).any()):
-        raise ValueError(f"{name}: relation values must be +1 (A farther), -1 (A closer) or 0 (equal)")
+    bad = (relation != 1) & (relation != 0) & (relation != -1)
+    if bool(bad.any()):
+        i, k = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name}: relation values must be +1 (A farther), -1 (A closer) or 0 (equal); "
+                         f"relation[{i}, {k}] = {relation[i, k].item()!r} ({int(bad.sum())} in all)")
     return relation.to(za.device).long()
 
 
