@@ -484,6 +484,11 @@ class MultiLossRebalancer:
         s = [1.0 / n] * n if init_scale is None else [float(v) for v in init_scale]
         if len(w) != n or len(s) != n:
             raise ValueError(f"MultiLossRebalancer: weights/init_scale need {n} values, one per name")
+        for label, values in (("weights", w), ("init_scale", s)):
+            bad = [(k, v) for k, v in zip(self.names, values) if not (math.isfinite(v) and v >= 0)]
+            if bad or sum(values) <= 0:
+                raise ValueError(f"MultiLossRebalancer: {label} must be finite, >= 0 and not all 0; got "
+                                 + (", ".join(f"{k}={v!r}" for k, v in bad) if bad else f"{values!r}"))
         if not (0 < clip[0] <= 1 <= clip[1]):
             raise ValueError(f"MultiLossRebalancer: clip={clip!r} must satisfy 0 < low <= 1 <= high")
         self.weights: dict[str, float] = dict(zip(self.names, w))

@@ -19,7 +19,13 @@ explicit option here:
   ``min_depth < target`` (and ``target <= max_depth`` when a cap is given; the usual caps are
   :data:`NYU_MAX_DEPTH` = 10 m and :data:`KITTI_MAX_DEPTH` = 80 m). Predictions are always clamped from
   below at ``min_depth`` (so that the log metrics stay finite) and, when a cap is given, from above at
-  ``max_depth``, as the NYU/KITTI evaluation code of BTS/AdaBins/Monodepth does.
+  ``max_depth``, as the NYU/KITTI evaluation code of BTS/AdaBins/Monodepth does. A *negative* prediction
+  is clamped too, but never silently: :meth:`DepthMetrics.compute` then emits a
+  :class:`NegativeDepthWarning` with the count and the lowest value. A warning, not an error: the clamp is
+  the field's convention and a model early in training (or a validation pass during ``fit``) must still get
+  its numbers; but negative metres mean the model does not output metric depth (a relative or inverse-depth
+  model needs :func:`align_scale_shift` first, or its head lacks a positive activation), so the numbers
+  must not be published without a word.
 - **si_rmse** is computed exactly as the MAI 2021 challenge computes it. zhang2021 only names the metric
   (line 76, "invariant standard root mean squared error (si-RMSE)") and refers to the challenge report
   (its reference [12], Ignatov et al., CVPRW 2021); the formula is the one in the challenge's released
@@ -63,7 +69,13 @@ __all__ = [
     "valid_interior",
     "sample_ordinal_pairs",
     "edge_error",
+    "NegativeDepthWarning",
 ]
+
+
+class NegativeDepthWarning(UserWarning):
+    """Predictions below zero were clamped to ``min_depth`` in the metrics (see the module docstring)."""
+
 
 METRIC_NAMES: tuple[str, ...] = (
     "rmse", "mae", "absrel", "sqrel", "log10", "rmse_log", "delta1", "delta2", "delta3", "si_rmse",
@@ -247,6 +259,8 @@ class DepthMetrics:
     def reset(self) -> None:
         """Forget all images seen so far."""
         self._rows: list[Tensor] = []
+        self._negative = 0
+        self._lowest = 0.0
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> "DepthMetrics":
@@ -264,6 +278,10 @@ class DepthMetrics:
         valid = _valid_mask(target, mask, self.crop, self.min_depth, self.max_depth)
         if not bool(torch.isfinite(pred[valid]).all()):
             raise ValueError("DepthMetrics.update: pred has NaN or inf values at valid pixels")
+        negative = pred[valid & (pred < 0)]
+        if negative.numel():
+            self._negative += int(negative.numel())
+            self._lowest = min(self._lowest, float(negative.min()))
         self._rows.append(_image_sums(pred, target, valid, self.min_depth, self.max_depth).cpu())
         return self
 
@@ -304,6 +322,13 @@ class DepthMetrics:
                 f"no valid pixel in {sums.shape[0]} image(s) after mask, crop={self.crop!r}, "
                 f"min_depth={self.min_depth}, max_depth={self.max_depth}"
             )
+        if self._negative:
+            warnings.warn(
+                f"{self._negative} of {int(sums[:, 0].sum())} valid pixels have a negative predicted depth (lowest "
+                f"{self._lowest:.4g} m); they were clamped to min_depth={self.min_depth} m, the evaluation convention, "
+                "and count as that depth in every metric. Negative metres mean the model does not predict metric "
+                "depth: align a relative/inverse-depth prediction first (align_scale_shift)",
+                NegativeDepthWarning, stacklevel=2)
         if reduction == "per_image":
             if not bool(has.all()):
                 warnings.warn(
@@ -477,8 +502,11 @@ def _gather_pairs(pred: Tensor, pairs: Tensor, name: str) -> tuple[Tensor, Tenso
     b, _, h, w = pred.shape
     pairs = pairs.long()
     ys, xs = pairs[..., 0::2], pairs[..., 1::2]
-    if bool((ys < 0).any() | (ys >= h).any() | (xs < 0).any() | (xs >= w).any()):
-        raise ValueError(f"{name}: a pair lies outside the {h}x{w} prediction (pairs are [yA, xA, yB, xB] in pixels of pred)")
+    outside = ((ys < 0) | (ys >= h) | (xs < 0) | (xs >= w)).any(dim=-1)
+    if bool(outside.any()):
+        i, k = (int(v) for v in outside.nonzero()[0])
+        raise ValueError(f"{name}: a pair lies outside the {h}x{w} prediction: pairs[{i}, {k}] = "
+                         f"{pairs[i, k].tolist()} ({int(outside.sum())} in all; pairs are [yA, xA, yB, xB] in pixels of pred)")
     flat = pred.reshape(b, h * w)
     za = flat.gather(1, pairs[..., 0] * w + pairs[..., 1])
     zb = flat.gather(1, pairs[..., 2] * w + pairs[..., 3])
@@ -490,8 +518,11 @@ def _check_relation(relation: Tensor, za: Tensor, name: str) -> Tensor:
         relation = relation.unsqueeze(0)
     if relation.shape != za.shape:
         raise ValueError(f"{name}: relation must have shape (B, K) = {tuple(za.shape)} (or (K,) when B=1), got {tuple(relation.shape)}")
-    if bool(((relation != 1) & (relation != 0) & (relation != -1)).any()):
-        raise ValueError(f"{name}: relation values must be +1 (A farther), -1 (A closer) or 0 (equal)")
+    bad = (relation != 1) & (relation != 0) & (relation != -1)
+    if bool(bad.any()):
+        i, k = (int(v) for v in bad.nonzero()[0])
+        raise ValueError(f"{name}: relation values must be +1 (A farther), -1 (A closer) or 0 (equal); "
+                         f"relation[{i}, {k}] = {relation[i, k].item()!r} ({int(bad.sum())} in all)")
     return relation.to(za.device).long()
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from depthlib.models import (IMAGENET_MEAN, IMAGENET_STD, WeightsEntry, create_model, get_weights, list_weights,
-                             load_checkpoint, resolve_weights)
+                             resolve_weights)
 from depthlib.models import weights as weights_mod
+from depthlib.train import load_checkpoint
 from depthlib.models.mobilenet_v1 import MobileNetV1
 
 
@@ -124,7 +125,7 @@ def test_normalised_exactly_once_through_train_save_reload_predict(tmp_path):
 
     fresh = create_model("fastdepth")  # random init, no normalisation: the checkpoint brings it back
     assert fresh.normalization is None
-    load_checkpoint(fresh, tmp_path / "run" / "last.pt")
+    load_checkpoint(tmp_path / "run" / "last.pt", fresh)
     assert fresh.normalization == {"mean": mean, "std": std}
     after = run_checked(fresh, "reloaded prediction", lambda: predict(fresh, data))
     assert torch.allclose(before, after, atol=1e-6)
@@ -132,5 +133,5 @@ def test_normalised_exactly_once_through_train_save_reload_predict(tmp_path):
     old = {k: v for k, v in fresh.state_dict().items() if not k.startswith("input_")}
     torch.save(old, tmp_path / "old.pt")
     kept = create_model("fastdepth", normalization="imagenet")
-    load_checkpoint(kept, tmp_path / "old.pt")
+    load_checkpoint(tmp_path / "old.pt", kept)
     assert kept.normalization["mean"] == IMAGENET_MEAN

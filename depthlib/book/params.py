@@ -13,6 +13,8 @@ A profile is ``profiles/<name>.yaml`` with a ``defaults`` mapping shared by ever
 
 A notebook's value is its section's, else the default. The value's type in the profile is the parameter's
 type: an override of another type is an error naming the parameter (a YAML ``null`` accepts any value).
+Numbers are also checked by what the parameter's name says it counts (:data:`POSITIVE_PARAMETERS`,
+:data:`NON_NEGATIVE_PARAMETERS`): ``-p epochs -1`` fails in the setup cell, naming ``epochs``, before any work.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import pathlib
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -32,6 +35,32 @@ class ParameterError(ValueError):
     """A profile, parameter name or parameter value a notebook cannot run with."""
 
 
+#: Names of parameters whose numbers (or every number of whose list) must be > 0: epochs, batch sizes,
+#: learning rates, step counts, thread counts, repeats, sizes, depth caps.
+POSITIVE_PARAMETERS = re.compile(
+    r"^(.*epochs|batch_sizes?|.*lr|lr_.*|.*_lr_.*|.*_repeats|.*threads|.*_iters|.*max_depth|(.*_)?size)$")
+#: Names of parameters whose numbers must be >= 0: counts of samples or items (``n_train: 0`` = the whole
+#: split), random seeds, loss weights.
+NON_NEGATIVE_PARAMETERS = re.compile(r"^(n_.*|seeds?|lambdas?|.*_weights?)$")
+# A profile is a file name in profiles/, never a path.
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _check_range(name: str, value: Any, where: str) -> None:
+    """Raise when a number of parameter ``name`` is outside what its name says it counts."""
+    if POSITIVE_PARAMETERS.match(name):
+        bound, ok = "> 0", lambda v: v > 0
+    elif NON_NEGATIVE_PARAMETERS.match(name):
+        bound, ok = ">= 0", lambda v: v >= 0
+    else:
+        return
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not (v == v and ok(v)):
+            shown = f"{value!r}" if v is value else f"{value!r} (element {v!r})"
+            raise ParameterError(f"parameter {name!r} {where} must be {bound}, got {shown}")
+
+
 def list_profiles() -> list[str]:
     """Names of the profiles in ``profiles/`` (``smoke``, ``quick``, ``paper``)."""
     return sorted(p.stem for p in _paths.profiles_dir().glob("*.yaml"))
@@ -41,6 +70,10 @@ def load_profile(profile: str) -> dict[str, Any]:
     """The parsed ``profiles/<profile>.yaml``: ``{"defaults": {...}, "notebooks": {name: {...}}}``."""
     if not isinstance(profile, str) or not profile:
         raise ParameterError(f"parameter 'profile' must be a profile name (str), got {profile!r}")
+    if not _PROFILE_NAME.match(profile) or ".." in profile:
+        raise ParameterError(
+            f"parameter 'profile' must be the name of a profile in profiles/, not a path, got {profile!r}; "
+            f"profiles: {', '.join(list_profiles())}")
     path = _paths.profiles_dir() / f"{profile}.yaml"
     if not path.is_file():
         raise ParameterError(
@@ -297,6 +330,9 @@ def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | 
         if value is not None:
             values[name] = _check_value(name, value, values[name], notebook, profile)
             overridden.add(name)
+    for name, value in values.items():
+        source = "(override)" if name in overridden else f"(profiles/{profile}.yaml)"
+        _check_range(name, value, f"of notebook {notebook!r} {source}")
     data_root = None
     if "data" in values:
         values["data"], data_root = _resolve_data(values["data"])

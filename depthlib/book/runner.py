@@ -120,6 +120,22 @@ def _read_nb(path: pathlib.Path):
     return nbformat.read(str(path), as_version=4)
 
 
+def _read_nb_or_none(path: pathlib.Path, what: str):
+    """The notebook at ``path``, or None (with a message) when it cannot be read: an executed copy in
+    ``book/`` is a build output, so a corrupt one is executed again rather than stopping the book."""
+    try:
+        return _read_nb(path)
+    except Exception as err:  # nbformat raises JSON, validation and Unicode errors alike
+        print(f"[depthlib book] {path} is not a readable notebook ({type(err).__name__}: {_first_line(err)}); "
+              f"{what}", flush=True)
+        return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def _write_nb(nb, path: pathlib.Path) -> None:
     import nbformat
 
@@ -189,15 +205,30 @@ def _banner(run: ChapterRun, profile: str, previous: dict | None):
 
 def execute_chapter(root: pathlib.Path, name: str, profile: str, *, force: bool = False,
                     timeout: int | None = None) -> ChapterRun:
-    """Execute ``notebooks/<name>.ipynb`` into ``book/<name>.ipynb`` (see the module docstring)."""
+    """Execute ``notebooks/<name>.ipynb`` into ``book/<name>.ipynb`` (see the module docstring).
+
+    A source notebook that cannot be read fails this chapter only (its page gets the "not rebuilt"
+    banner); an executed copy that cannot be read is executed again.
+    """
     import papermill
 
     source = root / "notebooks" / f"{name}.ipynb"
     target = root / "book" / f"{name}.ipynb"
+    try:
+        _read_nb(source)
+    except Exception as err:
+        run = ChapterRun(name, "failed", error=f"{source} is not a readable notebook "
+                                               f"({type(err).__name__}: {_first_line(err)})")
+        old = _read_nb_or_none(target, "it is left as it is") if target.is_file() else None
+        meta = old.metadata.get("depthlib", {}) if old is not None else {}
+        previous = meta if meta.get("status") == "ok" else None
+        _write_failed(target, old, run, profile, previous)
+        return run
     stamp = chapter_stamp(root, name, profile)
     previous = None
     if target.is_file():
-        meta = _read_nb(target).metadata.get("depthlib", {})
+        old = _read_nb_or_none(target, "executing the chapter again")
+        meta = old.metadata.get("depthlib", {}) if old is not None else {}
         if meta.get("status") == "ok":
             previous = meta
             if meta.get("stamp") == stamp and not force:
@@ -249,14 +280,21 @@ def execute_chapter(root: pathlib.Path, name: str, profile: str, *, force: bool 
     shown = _read_nb(target) if previous is not None else nb
     if shown is None:
         shown = _read_nb(source)
-    shown = copy.deepcopy(shown)
+    _write_failed(target, shown, run, profile, previous)
+    return run
+
+
+def _write_failed(target: pathlib.Path, shown, run: ChapterRun, profile: str, previous: dict | None) -> None:
+    """Write ``shown`` (or, when None, an empty page) to ``target`` under the "not rebuilt" banner."""
+    import nbformat
+
+    shown = copy.deepcopy(shown) if shown is not None else nbformat.v4.new_notebook()
     _finish(shown)
     shown.cells = [c for c in shown.cells if NOT_REBUILT_TAG not in c.get("metadata", {}).get("tags", [])]
     shown.cells.insert(0, _banner(run, profile, previous))
     shown.metadata["depthlib"] = {**(previous or {}), "status": "failed", "failed_profile": profile,
                                   "error": run.describe()}
     _write_nb(shown, target)
-    return run
 
 
 def build_html(root: pathlib.Path, *, strict: bool = True) -> int:
@@ -313,7 +351,10 @@ def run_book(profile: str = "quick", *, root: str | os.PathLike | None = None, e
         chapters = [c for c in chapters if c not in blocked]
         for name in chapters:
             print(f"[depthlib book] {name} (profile {profile}) ...", flush=True)
-            run = execute_chapter(root, name, profile, force=force, timeout=timeout)
+            try:
+                run = execute_chapter(root, name, profile, force=force, timeout=timeout)
+            except Exception as err:  # one broken chapter must not stop the others
+                run = ChapterRun(name, "failed", error=f"{type(err).__name__}: {_first_line(err)}")
             print(f"[depthlib book] {run.describe()}", flush=True)
             runs.append(run)
     if build:

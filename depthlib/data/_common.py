@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["DataFormatError", "DepthDataset", "read_rgb", "read_depth_png", "make_sample", "nan_intrinsics"]
+__all__ = ["DataFormatError", "DepthDataset", "read_rgb", "read_depth_png", "read_text", "make_sample", "nan_intrinsics"]
 
 
 class DataFormatError(ValueError):
@@ -31,6 +31,19 @@ PathLike = str | os.PathLike
 def nan_intrinsics() -> torch.Tensor:
     """``(4,)`` float32 NaNs: the intrinsics of a sample whose camera is unknown."""
     return torch.full((4,), math.nan, dtype=torch.float32)
+
+
+def read_text(path: PathLike, what: str = "text file") -> str:
+    """The content of a listing or annotation file (UTF-8), or a :class:`DataFormatError` naming it when it
+    is binary (a NUL byte or bytes that are not UTF-8: an image or archive saved under a listing's name)."""
+    path = pathlib.Path(path)
+    data = path.read_bytes()
+    if b"\x00" in data[:65536]:
+        raise DataFormatError(f"{path}: a binary file, not a {what} (it holds NUL bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{path}: not a UTF-8 {what} (byte {err.start}: {data[err.start:err.start + 1]!r})") from None
 
 
 def _open_image(path: pathlib.Path) -> Image.Image:
@@ -158,6 +171,14 @@ def check_root(root: PathLike | None, kind: str, hint: str) -> pathlib.Path:
     if not root.exists():
         raise FileNotFoundError(f"open_dataset({kind!r}): root {root} does not exist ({hint})")
     return root
+
+
+def check_max_depth(kind: str, max_depth: Any) -> float:
+    """``max_depth`` as a float > 0 (``inf``: no cap), or a ValueError naming it (``"10"`` is a string)."""
+    if isinstance(max_depth, bool) or not isinstance(max_depth, (int, float)) or not max_depth > 0:
+        raise ValueError(f"open_dataset({kind!r}): max_depth={max_depth!r} must be a number of metres > 0 "
+                         "(float('inf') for no cap)")
+    return float(max_depth)
 
 
 def check_split(kind: str, split: str, allowed: Sequence[str]) -> str:

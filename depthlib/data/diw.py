@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from ._common import DataFormatError, DepthDataset, check_root, check_split, filter_missing, nan_intrinsics, \
-    read_rgb
+    read_rgb, read_text
 
 __all__ = ["DIW", "read_diw_csv"]
 
@@ -38,7 +38,7 @@ def read_diw_csv(path: pathlib.Path, root: pathlib.Path) -> list[tuple[pathlib.P
 
     Coordinates stay 1-based in the original photo; :class:`DIW` rescales them to the decoded image.
     """
-    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    lines = [line.strip() for line in read_text(path, "DIW annotation csv").splitlines() if line.strip()]
     if len(lines) % 2:
         raise DataFormatError(f"{path}: {len(lines)} non-empty lines; DIW annotations come in pairs of lines")
     entries = []

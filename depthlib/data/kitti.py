@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import torch
 
-from ._common import DataFormatError, DepthDataset, check_root, check_split, filter_missing, make_sample, \
-    read_depth_png, read_rgb
+from ._common import DataFormatError, DepthDataset, check_max_depth, check_root, check_split, filter_missing, make_sample, \
+    read_depth_png, read_rgb, read_text
 
 __all__ = ["KITTIDepth", "KITTI_CROPS", "read_kitti_intrinsics"]
 
@@ -82,7 +82,7 @@ class KITTIDepth(DepthDataset):
                 rows.append((raw / drive[:10] / drive / cam / "data" / gt.name, gt))
         else:
             source = str(split_file)
-            for line_no, line in enumerate(pathlib.Path(split_file).read_text().splitlines(), start=1):
+            for line_no, line in enumerate(read_text(split_file, "KITTI split file").splitlines(), start=1):
                 if not line.strip():
                     continue
                 parts = line.split()
@@ -100,7 +100,7 @@ class KITTIDepth(DepthDataset):
         if not rows:
             raise FileNotFoundError(f"open_dataset('kitti'): no ground-truth png found in {source}")
         self.rows = filter_missing(self.kind, rows, source, on_missing)
-        self.eval_crop, self.max_depth = eval_crop, max_depth
+        self.eval_crop, self.max_depth = eval_crop, check_max_depth(self.kind, max_depth)
         self._calib: dict[tuple[pathlib.Path, str], torch.Tensor] = {}
 
     def __len__(self) -> int:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._common import DepthDataset, check_root, filter_missing, make_sample, read_depth_png, read_rgb
+from ._common import DepthDataset, check_max_depth, check_root, filter_missing, make_sample, read_depth_png, read_rgb
 
 __all__ = ["MAI2021"]
 
@@ -43,7 +43,7 @@ class MAI2021(DepthDataset):
             raise FileNotFoundError(f"open_dataset('mai2021'): no image in {base / 'rgb'}")
         rows = [(p, base / "depth" / (p.stem + ".png")) for p in rgbs]
         self.rows = filter_missing(self.kind, rows, str(base / "rgb"), on_missing)
-        self.max_depth = max_depth
+        self.max_depth = check_max_depth(self.kind, max_depth)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -21,12 +21,14 @@ import torch
 from ._common import (
     DataFormatError,
     DepthDataset,
+    check_max_depth,
     check_root,
     check_split,
     filter_missing,
     make_sample,
     read_depth_png,
     read_rgb,
+    read_text,
 )
 
 __all__ = ["NYU_INTRINSICS", "EIGEN_CROP", "NYUH5", "NYULabeled", "NYUPng", "nyu_intrinsics"]
@@ -80,7 +82,7 @@ class NYUH5(DepthDataset):
         self.files = sorted(folder.glob("*/*.h5"))
         if not self.files:
             raise FileNotFoundError(f"open_dataset('nyu_h5'): no <scene>/<n>.h5 file under {folder}")
-        self.eval_crop, self.max_depth = eval_crop, max_depth
+        self.eval_crop, self.max_depth = eval_crop, check_max_depth(self.kind, max_depth)
         _eval_region(self.kind, eval_crop, 480, 640, folder)  # validates the option early
 
     def __len__(self) -> int:
@@ -92,6 +94,10 @@ class NYUH5(DepthDataset):
             with h5py.File(path, "r") as f:
                 if "rgb" not in f or "depth" not in f:
                     raise DataFormatError(f"{path}: expected datasets 'rgb' and 'depth', found {sorted(f.keys())}")
+                for key in ("rgb", "depth"):
+                    if not isinstance(f[key], h5py.Dataset):
+                        raise DataFormatError(f"{path}: {key!r} must be an HDF5 dataset (an array), found a "
+                                              f"{type(f[key]).__name__} holding {sorted(f[key].keys())[:5]}")
                 rgb, depth = f["rgb"][()], f["depth"][()]
         except OSError as err:  # h5py raises OSError for truncated or non-HDF5 files
             raise DataFormatError(f"{path}: cannot read as HDF5 ({err})") from None
@@ -119,9 +125,18 @@ def _read_split_indices(path: pathlib.Path, split: str) -> np.ndarray:
                 values = f[key][()]
     except KeyError:
         raise DataFormatError(f"{path}: no variable {key!r}") from None
-    except (OSError, ValueError) as err:
-        raise DataFormatError(f"{path}: cannot read as a MATLAB file ({err})") from None
-    return np.asarray(values, dtype=np.int64).reshape(-1) - 1
+    except Exception as err:  # scipy raises ValueError, TypeError, OSError... on garbage: name the file
+        raise DataFormatError(f"{path}: cannot read as a MATLAB file ({type(err).__name__}: {err})") from None
+    values = np.asarray(values)
+    if values.dtype.kind not in "iuf" or values.size == 0:
+        raise DataFormatError(f"{path}: {key!r} must hold frame numbers, got {values.dtype} {values.shape}")
+    flat = values.reshape(-1)
+    if values.dtype.kind == "f" and not (np.isfinite(flat).all() and (flat == np.round(flat)).all()):
+        raise DataFormatError(f"{path}: {key!r} holds non-integer frame numbers (first {flat[~(flat == np.round(flat))][:1]})")
+    indices = flat.astype(np.int64) - 1
+    if len(np.unique(indices)) != len(indices):
+        raise DataFormatError(f"{path}: {key!r} lists some frames twice")
+    return indices
 
 
 class NYULabeled(DepthDataset):
@@ -174,7 +189,7 @@ class NYULabeled(DepthDataset):
             self.indices = _read_split_indices(split_path, split)
             if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= n):
                 raise DataFormatError(f"{split_path}: indices outside 1..{n}")
-        self.eval_crop, self.max_depth = eval_crop, max_depth
+        self.eval_crop, self.max_depth = eval_crop, check_max_depth(self.kind, max_depth)
         self._file: h5py.File | None = None
         self._pid = -1
 
@@ -212,9 +227,23 @@ class NYULabeled(DepthDataset):
 NYU_PNG8_MAX_DEPTH = 10.0
 
 
-def decode_nyu_png_depth(path) -> torch.Tensor:
-    """DenseDepth depth png -> ``(H, W)`` float32 metres (16-bit: mm / 1000; 8-bit: v / 255 * 10)."""
-    raw = read_depth_png(path, bits=(8, 16))
+def decode_nyu_png_depth(path, split: str | None = None) -> torch.Tensor:
+    """DenseDepth depth png -> ``(H, W)`` float32 metres (16-bit: mm / 1000; 8-bit: v / 255 * 10).
+
+    ``split="test"`` accepts 16-bit files only and ``"train"`` 8-bit only: a file of the other bit depth
+    listed in a split would otherwise be decoded with the other split's encoding (an 8-bit file in the
+    test split read as 255 = 10 m gives depths about 7 times too small, with no error). ``None`` accepts
+    both, by the file's own bit depth.
+    """
+    bits = {"test": 16, "train": 8, None: (8, 16)}[split]
+    try:
+        raw = read_depth_png(path, bits=bits)
+    except DataFormatError as err:
+        if split is not None and "-bit depth png, got" in str(err):
+            own = "16-bit millimetres" if split == "test" else "8-bit with 255 = 10 m"
+            raise DataFormatError(f"{err}: DenseDepth's {split} split stores depth as {own}; this file is not "
+                                  f"of the {split} split's encoding (list it in the other split's csv)") from None
+        raise
     if raw.dtype == torch.uint8:
         return raw.to(torch.float32) * (NYU_PNG8_MAX_DEPTH / 255.0)
     return raw.to(torch.float32) / 1000.0
@@ -242,15 +271,17 @@ class NYUPng(DepthDataset):
         if not listing.is_file():
             raise FileNotFoundError(f"open_dataset('nyu_png'): {listing} does not exist ({hint})")
         rows = []
-        with listing.open(newline="") as f:
-            for line, cells in enumerate(csv.reader(f), start=1):
-                if not cells:
-                    continue
-                if len(cells) < 2:
-                    raise DataFormatError(f"{listing}: line {line} must be 'rgb_path,depth_path', got {cells}")
-                rows.append((root / cells[0].strip(), root / cells[1].strip()))
+        text = read_text(listing, "csv listing of rgb_path,depth_path")
+        for line, cells in enumerate(csv.reader(text.splitlines()), start=1):
+            if not cells:
+                continue
+            if len(cells) < 2:
+                raise DataFormatError(f"{listing}: line {line} must be 'rgb_path,depth_path', got {cells}")
+            rows.append((root / cells[0].strip(), root / cells[1].strip()))
+        if not rows:
+            raise DataFormatError(f"{listing}: lists no frame (an empty csv)")
         self.rows = filter_missing(self.kind, rows, str(listing), on_missing)
-        self.eval_crop, self.max_depth = eval_crop, max_depth
+        self.eval_crop, self.max_depth, self.split = eval_crop, check_max_depth(self.kind, max_depth), split
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -258,7 +289,7 @@ class NYUPng(DepthDataset):
     def load(self, index: int) -> dict[str, Any]:
         rgb_path, depth_path = self.rows[index]
         image = read_rgb(rgb_path)
-        depth = decode_nyu_png_depth(depth_path)
+        depth = decode_nyu_png_depth(depth_path, self.split)
         h, w = depth.shape
         region = _eval_region(self.kind, self.eval_crop, h, w, depth_path)
         return make_sample(image, depth, str(depth_path), nyu_intrinsics(h, w), max_depth=self.max_depth,

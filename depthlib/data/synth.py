@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import numbers
 import os
 import sys
 import warnings
@@ -796,10 +797,14 @@ class SynthDataset(DepthDataset):
             raise ValueError(f"open_dataset('synth'): split={split!r} is not one of {list(self._SPLIT_OFFSET)}")
         if scene not in SCENES:
             raise ValueError(f"open_dataset('synth'): scene={scene!r} is not one of {SCENES}")
-        if int(n) < 1:
-            raise ValueError(f"open_dataset('synth'): n={n!r} must be >= 1")
-        if len(tuple(size)) != 2 or min(size) < 4:
-            raise ValueError(f"open_dataset('synth'): size={size!r} must be (H, W) with H, W >= 4")
+        # int(2.7) would silently give 2 frames: every count must already be an int.
+        for name, value, low in (("n", n, 1), ("seed", seed, None), ("pairs", pairs, 0), ("shadow_stride", shadow_stride, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
+                raise ValueError(f"open_dataset('synth'): {name}={value!r} must be an int"
+                                 + (f" >= {low}" if low is not None else ""))
+        if (not isinstance(size, (tuple, list)) or len(size) != 2
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 4 for v in size)):
+            raise ValueError(f"open_dataset('synth'): size={size!r} must be (H, W) with integers H, W >= 4")
         self.n, self.size, self.scene = int(n), (int(size[0]), int(size[1])), scene
         self.seed = int(seed) + self._SPLIT_OFFSET[split]
         self.pairs, self.shadow_stride = int(pairs), int(shadow_stride)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .synth import render_batch
+from .synth import SCENES, render_batch
 
-__all__ = ["write_nyu_png"]
+__all__ = ["write_nyu_png", "check_nyu_png_target"]
 
 
 def _save_png(array: np.ndarray, path: pathlib.Path) -> None:
@@ -31,20 +31,101 @@ def _save_png(array: np.ndarray, path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"write_nyu_png: {name}={value!r} must be a positive int")
+    return int(value)
+
+
+def _listed_files(listing: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
+    """The files an existing listing names, inside ``out`` only (never delete outside the dataset)."""
+    files = []
+    try:
+        lines = listing.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return files
+    root = out.resolve()
+    for line in lines:
+        for cell in line.split(",")[:2]:
+            path = (out / cell.strip()).resolve()
+            if cell.strip() and path.suffix == ".png" and root in path.parents:
+                files.append(path)
+    return files
+
+
+def check_nyu_png_target(out: str | os.PathLike, split: str = "test", scene: str = "indoor",
+                         overwrite: bool = False) -> pathlib.Path:
+    """Raise before any rendering when ``out`` cannot take a new dataset.
+
+    Raises:
+        FileExistsError: ``out`` is a file, or already holds a dataset of this split (its listing
+            ``data/nyu2_<split>.csv`` or pngs in the frames' folder) and ``overwrite`` is False.
+    """
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"write_nyu_png: out={str(out)!r} is an existing file, not a folder")
+    listing = out / "data" / f"nyu2_{split}.csv"
+    folder = out / "data" / (f"nyu2_{split}" if split == "test" else f"nyu2_train/synth_{scene}")
+    if listing.exists() and not listing.is_file():
+        raise FileExistsError(f"write_nyu_png: {listing} exists and is not a file")
+    if overwrite:
+        return listing
+    held = []
+    if listing.is_file():
+        rows = sum(1 for line in listing.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
+        held.append(f"{listing} ({rows} rows)")
+    if folder.is_dir():
+        pngs = sum(1 for _ in folder.glob("*.png"))
+        if pngs:
+            held.append(f"{folder} ({pngs} png files)")
+    if held:
+        raise FileExistsError(
+            f"write_nyu_png: {out} already holds a {split} dataset: {', '.join(held)}; nothing was written. "
+            "Pass overwrite=True (`depthlib synth --overwrite`) to replace it, or choose another --out")
+    return listing
+
+
 def write_nyu_png(out: str | os.PathLike, n: int, size: tuple[int, int] = (240, 320), seed: int = 0,
-                  scene: str = "indoor", split: str = "test", batch: int = 8, progress: bool = False) -> pathlib.Path:
+                  scene: str = "indoor", split: str = "test", batch: int = 8, progress: bool = False, *,
+                  overwrite: bool = False, workers: int | None = None) -> pathlib.Path:
     """Render frames ``0..n-1`` of sequence ``seed`` and write them under ``out`` (see module docstring).
 
-    Returns the path of the written csv listing.
+    Never replaces an existing dataset unless ``overwrite=True``: every argument and the target are checked
+    before the first frame is rendered. With ``overwrite=True`` the new frames and listing replace the old
+    ones, and the old listing's files the new one does not name are deleted (no stale frames stay behind).
+    The listing is written last and atomically: until it is, the old listing (if any) stays as it was.
+
+    Args:
+        workers: render threads (see :func:`depthlib.data.synth.render_batch`; default: CPU cores).
+
+    Returns:
+        the path of the written csv listing.
+
+    Raises:
+        ValueError: an invalid ``n``, ``batch``, ``size``, ``split``, ``scene`` or ``workers``.
+        FileExistsError: see :func:`check_nyu_png_target`.
     """
     if split not in ("test", "train"):
         raise ValueError(f"write_nyu_png: split={split!r} is not 'test' or 'train'")
-    if n < 1:
-        raise ValueError(f"write_nyu_png: n={n!r} must be >= 1")
+    if scene not in SCENES:
+        raise ValueError(f"write_nyu_png: scene={scene!r} is not one of {SCENES}")
+    n = _positive_int("n", n)
+    batch = _positive_int("batch", batch)
+    if workers is not None:
+        workers = _positive_int("workers", workers)
+    try:
+        h, w = (_positive_int("size", v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"write_nyu_png: size={size!r} must be (H, W) with H, W >= 4") from None
+    if h < 4 or w < 4:
+        raise ValueError(f"write_nyu_png: size={size!r} must be (H, W) with H, W >= 4")
+    listing = check_nyu_png_target(out, split, scene, overwrite)
     out = pathlib.Path(out)
+    previous = _listed_files(listing, out) if listing.is_file() else []
     folder = out / "data" / (f"nyu2_{split}" if split == "test" else f"nyu2_train/synth_{scene}")
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
+    written: set[pathlib.Path] = set()
     indices = list(range(n))
     iterator = range(0, n, batch)
     if progress:
@@ -53,7 +134,7 @@ def write_nyu_png(out: str | os.PathLike, n: int, size: tuple[int, int] = (240, 
         iterator = tqdm(iterator, desc="synth", unit="batch")
     for start in iterator:
         chunk = indices[start:start + batch]
-        frames = render_batch(seed, chunk, size, scene)
+        frames = render_batch(seed, chunk, (h, w), scene, workers=workers)
         rgb = (frames["image"] * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         depth = frames["depth"][:, 0]
         if split == "test":
@@ -69,7 +150,13 @@ def write_nyu_png(out: str | os.PathLike, n: int, size: tuple[int, int] = (240, 
                 rgb_path, depth_path = folder / f"{index}.png", folder / f"{index}_depth.png"
             _save_png(rgb[row], rgb_path)
             _save_png(stored[row], depth_path)
+            written.update((rgb_path.resolve(), depth_path.resolve()))
             rows.append(f"{rgb_path.relative_to(out).as_posix()},{depth_path.relative_to(out).as_posix()}\n")
-    listing = out / "data" / f"nyu2_{split}.csv"
-    listing.write_text("".join(rows))
+    fd, tmp = tempfile.mkstemp(dir=listing.parent, prefix=f".{listing.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("".join(rows))
+    os.replace(tmp, listing)
+    for stale in previous:
+        if stale not in written:
+            stale.unlink(missing_ok=True)
     return listing

@@ -19,13 +19,13 @@ from depthlib.models.decoders import DECODER_BLOCKS, SKIP_MODES, LightFusionDeco
 from depthlib.models import hourglass as _hourglass  # noqa: F401  (registers chen2016-hourglass)
 from depthlib.models.encoders import Encoder, create_encoder, list_encoders, load_state_dict_file
 from depthlib.models.mobilenet_v1 import MobileNetV1
-from depthlib.models.registry import (DepthNet, create_model, list_models, load_checkpoint, model_doc, preset_encoder,
+from depthlib.models.registry import (DepthNet, create_model, list_models, model_doc, preset_encoder,
                                       register_model)
 from depthlib.models.weights import (IMAGENET_MEAN, IMAGENET_STD, WeightsEntry, describe_weights, get_weights,
                                      list_weights, resolve_weights, weights_spec)
 
 __all__ = [
-    "create_model", "list_models", "register_model", "load_checkpoint", "model_doc", "DepthNet",
+    "create_model", "list_models", "register_model", "model_doc", "DepthNet",
     "create_encoder", "list_encoders", "Encoder", "load_state_dict_file", "MobileNetV1",
     "UNetDecoder", "LightFusionDecoder", "MidasSmallDecoder", "DECODER_BLOCKS", "SKIP_MODES", "preset_encoder",
     "WeightsEntry", "list_weights", "get_weights", "resolve_weights", "weights_spec", "describe_weights",

@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from depthlib.models.encoders import load_state_dict_file
-
-__all__ = ["DepthNet", "register_model", "create_model", "list_models", "model_doc", "load_checkpoint",
-           "preset_encoder"]
+__all__ = ["DepthNet", "register_model", "create_model", "list_models", "model_doc", "preset_encoder"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -259,38 +256,10 @@ def create_model(name: str, *, weights: Any = None, normalization: Any = _FROM_W
         model.set_normalization(norm)
     elif norm is not None:
         raise ValueError(f"model {name!r} is not a DepthNet and cannot record normalization {norm}")
+    # What the network is, for checkpoints: fastdepth-noskip and fastdepth share every key and shape, so
+    # only the preset and its overrides tell a checkpoint of one from the other (see depthlib.train.load_checkpoint).
+    # Weights are recorded by their entry's name: the same file in another folder or machine is the same start.
+    model.preset_config = {"preset": name, "overrides": dict(overrides),
+                           "weights": None if entry is None else entry.name}
     model.weights = entry
-    return model
-
-
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool = True) -> nn.Module:
-    """Load a state dict file into ``model`` (``weights_only=True``), naming every mismatch.
-
-    Accepts a plain state dict or one wrapped under ``"model"``, ``"state_dict"`` or ``"model_state_dict"``
-    (training checkpoints). Intermediate-head keys (``decoder.aux_heads.*``) may be absent from the file or the
-    model (heads are removed for deployment).
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: (``strict``) keys missing from the file, unexpected keys or shape mismatches, naming them,
-            e.g. a checkpoint of another architecture.
-    """
-    state = load_state_dict_file(path)
-    own = model.state_dict()
-    optional = ("decoder.aux_heads.", "input_mean", "input_std")  # heads removed for deployment; old files
-    missing = [k for k in own if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in own and not k.startswith(optional)]
-    shapes = [f"{k} (file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    if strict and (missing or unexpected or shapes):
-        arch = getattr(model, "name", type(model).__name__)
-
-        def head(keys: list[str]) -> str:
-            return f"{keys[:10]}{' ...' if len(keys) > 10 else ''} ({len(keys)})"
-
-        raise ValueError(
-            f"checkpoint {str(path)!r} does not match model {arch!r} (another architecture?): "
-            f"missing keys {head(missing)}; unexpected keys {head(unexpected)}; shape mismatches {head(shapes)}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own and state[k].shape == own[k].shape},
-                          strict=False)
     return model

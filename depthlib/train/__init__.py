@@ -6,7 +6,9 @@ the LR range test and DDP through torchrun.
 - :func:`evaluate` the depth metrics of a model over a dataset.
 - :func:`lr_range_test` Smith's (2017) LR range test and a suggested LR.
 - :func:`train_eval`, :func:`lr_search`, :func:`predict`: one run of a chapter (:mod:`depthlib.train.runs`).
-- :func:`load_checkpoint` reads a checkpoint (``weights_only=True``); ``ckpt["model"]`` is a state dict.
+- :func:`load_checkpoint` ``(path, model=None)`` reads a checkpoint or state dict file (``weights_only=True``);
+  given a model, it checks the recorded preset and overrides, keys and shapes and loads the weights into it.
+  The one way to read weights back (``depthlib.models`` has no loader of its own).
 """
 
 from ._engine import seed_everything

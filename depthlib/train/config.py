@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,9 @@ __all__ = ["TrainConfig"]
 _OPTIMIZERS = ("sgd", "adam", "adamw")
 _SCHEDULES = ("step", "poly", "none")
 _AMP = (None, "bf16", "fp16")
+_REDUCTIONS = ("per_image", "pixel")
+# A device string torch understands and this project runs on: "cpu", "cuda", "cuda:1", "mps".
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclasses.dataclass
@@ -96,59 +100,90 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Lists arrive from YAML profiles; tuples keep the config hashable-looking and comparable.
-        self.betas = tuple(self.betas)
-        if self.target_keys is not None:
+        # A scalar or a string is not a sequence of them: validate() names the field instead.
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)
+        if isinstance(self.target_keys, list):
             self.target_keys = tuple(self.target_keys)
+        if isinstance(self.aux_weights, list):
+            self.aux_weights = tuple(self.aux_weights)
+        self.validate()
+        self.betas = tuple(float(b) for b in self.betas)
         if self.aux_weights is not None:
             self.aux_weights = tuple(float(w) for w in self.aux_weights)
-        self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first field with an invalid value."""
+        """Raise ``ValueError`` naming the first field with an invalid value.
+
+        Every field is checked, types included: a string where a bool belongs (``drop_last="False"``,
+        ``deterministic="no"``, which Python would take as true), a scalar where a pair belongs
+        (``betas=0.9``), a number as a string (``max_depth="10"``), an unknown loss, reduction or device.
+        Whether a CUDA device is present is checked by :func:`depthlib.train.fit` when it starts.
+        """
         _positive_int(self, "epochs")
         _positive_int(self, "batch_size")
         _choice(self, "optimizer", _OPTIMIZERS)
         _positive_float(self, "lr")
         _nonnegative_float(self, "momentum")
         _nonnegative_float(self, "weight_decay")
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        betas = self.betas
+        if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(_is_number(b) and 0.0 <= b < 1.0 for b in betas)):
+            raise ValueError(f"TrainConfig.betas must be a pair of numbers in [0, 1), e.g. (0.9, 0.999), got {betas!r}")
         _positive_float(self, "eps")
         _choice(self, "schedule", _SCHEDULES)
         _positive_int(self, "step_size")
         _positive_float(self, "gamma")
         _positive_float(self, "power")
-        if not (isinstance(self.loss, str) or callable(self.loss)):
+        if isinstance(self.loss, str):
+            if not isinstance(self.loss_kwargs, dict):
+                raise ValueError(f"TrainConfig.loss_kwargs must be a dict, got {self.loss_kwargs!r}")
+            from depthlib.losses import get_loss
+
+            try:
+                get_loss(self.loss, **self.loss_kwargs)
+            except ValueError as err:
+                raise ValueError(f"TrainConfig.loss={self.loss!r}, loss_kwargs={self.loss_kwargs!r}: {err}") from None
+        elif not callable(self.loss):
             raise ValueError(f"TrainConfig.loss must be a loss name or a callable, got {self.loss!r}")
         if not isinstance(self.loss_kwargs, dict):
             raise ValueError(f"TrainConfig.loss_kwargs must be a dict, got {self.loss_kwargs!r}")
         if self.target_keys is not None and (
-            not self.target_keys or not all(isinstance(k, str) for k in self.target_keys)
+            not isinstance(self.target_keys, (tuple, list)) or not self.target_keys
+            or not all(isinstance(k, str) for k in self.target_keys)
         ):
             raise ValueError(f"TrainConfig.target_keys must be a non-empty tuple of batch keys, got {self.target_keys!r}")
         if self.aux_weights is not None and (
-            len(self.aux_weights) < 1 or not all(math.isfinite(w) and w >= 0 for w in self.aux_weights)
+            not isinstance(self.aux_weights, (tuple, list)) or len(self.aux_weights) < 1
+            or not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in self.aux_weights)
         ):
             raise ValueError(f"TrainConfig.aux_weights must be non-negative finite weights, got {self.aux_weights!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"TrainConfig.seed must be a non-negative int, got {self.seed!r}")
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+        for name in ("deterministic", "drop_last", "channels_last"):
+            _bool(self, name)
+        if not isinstance(self.num_workers, int) or isinstance(self.num_workers, bool) or self.num_workers < 0:
             raise ValueError(f"TrainConfig.num_workers must be a non-negative int, got {self.num_workers!r}")
-        if not isinstance(self.device, str) or not self.device:
-            raise ValueError(f"TrainConfig.device must be a device string such as 'cpu' or 'cuda', got {self.device!r}")
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise ValueError(
+                f"TrainConfig.device must be 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {self.device!r}")
         _choice(self, "amp", _AMP)
         if self.amp is not None and not self.device.startswith("cuda"):
             raise ValueError(
                 f"TrainConfig.amp={self.amp!r} needs a CUDA device, got device={self.device!r}: "
                 "mixed precision is only supported on CUDA here"
             )
+        _positive_float(self, "min_depth")
         if self.max_depth is not None:
             _positive_float(self, "max_depth")
-        _positive_float(self, "min_depth")
+            if self.max_depth <= self.min_depth:
+                raise ValueError(
+                    f"TrainConfig.max_depth={self.max_depth!r} must be larger than min_depth={self.min_depth!r}")
+        _choice(self, "metric_reduction", _REDUCTIONS)
         if self.eval_batch_size is not None:
             _positive_int(self, "eval_batch_size")
         _positive_int(self, "log_every")
-        if self.progress not in (None, True, False):
+        if self.progress is not None and not isinstance(self.progress, bool):
             raise ValueError(f"TrainConfig.progress must be None, True or False, got {self.progress!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +197,17 @@ class TrainConfig:
         if self.aux_weights is not None:
             out["aux_weights"] = list(self.aux_weights)
         return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bool(cfg: TrainConfig, name: str) -> None:
+    value = getattr(cfg, name)
+    if not isinstance(value, bool):
+        hint = " (a string is not a bool: 'False' and 'no' would be taken as true)" if isinstance(value, str) else ""
+        raise ValueError(f"TrainConfig.{name} must be True or False, got {value!r}{hint}")
 
 
 def _positive_int(cfg: TrainConfig, name: str) -> None:
@@ -184,5 +230,5 @@ def _nonnegative_float(cfg: TrainConfig, name: str) -> None:
 
 def _choice(cfg: TrainConfig, name: str, choices: tuple) -> None:
     value = getattr(cfg, name)
-    if value not in choices:
+    if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
         raise ValueError(f"TrainConfig.{name} must be one of {choices}, got {value!r}")

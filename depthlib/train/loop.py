@@ -21,7 +21,20 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import _engine
-from .checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, capture_rng, check_state_dict, load_checkpoint, restore_rng, save_atomic
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT_VERSION,
+    capture_rng,
+    check_model_metadata,
+    check_state_dict,
+    dataset_fingerprint,
+    load_checkpoint,
+    model_metadata,
+    nonfinite_entries,
+    remove_stale_temporaries,
+    restore_rng,
+    save_atomic,
+)
 from .config import TrainConfig
 from .distributed import DistContext, setup_distributed, teardown_distributed
 
@@ -35,10 +48,12 @@ _RESUME_MAY_CHANGE = frozenset({"epochs", "log_every", "progress", "num_workers"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A NaN or infinite training loss (or gradient); ``epoch`` (1-based), ``batch`` (0-based) and
-    ``paths`` (the batch's sample paths, when it has them) say where."""
+    """A NaN or infinite training loss (or gradient), or a model state that became non-finite during an
+    epoch (BatchNorm running statistics can overflow while the loss stays finite); ``epoch`` (1-based),
+    ``batch`` (0-based; ``None`` for the end-of-epoch state check) and ``paths`` (the batch's sample paths,
+    when it has them) say where."""
 
-    def __init__(self, message: str, *, epoch: int, batch: int, paths: list[str] | None) -> None:
+    def __init__(self, message: str, *, epoch: int, batch: int | None, paths: list[str] | None) -> None:
         super().__init__(message)
         self.epoch = epoch
         self.batch = batch
@@ -63,17 +78,26 @@ def fit(
     loss is then applied to every head (see :func:`depthlib.train._engine.compute_loss`) with
     ``config.aux_weights``; validation runs in ``model.eval()``.
 
-    Determinism: torch, Python and NumPy are seeded with ``config.seed`` (+ rank under DDP), the data
-    order is ``DistributedSampler``'s permutation seeded with ``(config.seed, epoch)`` (the same
-    permutation for 1 or N processes), worker RNGs derive from a seeded loader ``torch.Generator``
+    Determinism: torch, Python and NumPy are seeded with ``config.seed`` (+ rank under DDP) when ``fit``
+    starts, the data order is ``DistributedSampler``'s permutation seeded with ``(config.seed, epoch)`` (the
+    same permutation for 1 or N processes), worker RNGs derive from a seeded loader ``torch.Generator``
     (``seed_worker`` seeds their ``random``/``numpy``), and with ``config.deterministic`` the run uses
-    ``torch.use_deterministic_algorithms``. Two CPU runs of the same config give identical results.
+    ``torch.use_deterministic_algorithms``. The contract: two CPU runs of the same config **from the same
+    initial weights** give identical results. ``fit`` does not choose the initial weights: the model's
+    random initialisation happened in ``create_model``, from torch's global generator, before ``fit`` was
+    called, so seed that too (``torch.manual_seed(config.seed)`` right before ``create_model``) or load the
+    same weights; two runs whose models were built unseeded start apart and stay apart.
 
     Checkpoints: with ``out_dir``, after every epoch (validation included) ``out_dir/last.pt`` is
     written atomically with the model, optimiser, scheduler, GradScaler, epoch, history (list of
-    dicts), config and every RNG state (as tensors, per rank), plus ``out_dir/history.csv``. With
-    ``resume=True`` an existing ``last.pt`` is loaded (``weights_only=True``) and training continues
-    from the next epoch, bit-identically to a run that was never interrupted.
+    dicts), config, every RNG state (as tensors, per rank), what the model is (``model_meta``: class,
+    preset, overrides, weights entry) and what it was trained on (``data``: a fingerprint of
+    ``train_data``), plus ``out_dir/history.csv``. The model and optimiser states are checked finite
+    before each write (BatchNorm running statistics included): a diverged state is never written. With
+    ``resume=True`` an existing ``last.pt`` is loaded (``weights_only=True``), checked against this
+    call (config, model, dataset, ``epochs`` not below the epochs done) before the first sample is read,
+    and training continues from the next epoch, bit-identically to a run that was never interrupted.
+    Temporaries a killed checkpoint write left in ``out_dir`` are removed when ``fit`` starts.
 
     Distributed: inside an initialised process group or a ``torchrun`` launch the model is wrapped in
     ``DistributedDataParallel``, each process loads ``config.batch_size / world_size`` samples per step,
@@ -98,7 +122,9 @@ def fit(
     Raises:
         NonFiniteLossError: a NaN or infinite loss; names the epoch, batch and sample paths and leaves
             the last good checkpoint untouched.
-        ValueError: an invalid config, or a checkpoint that does not match the model or the config.
+        ValueError: an invalid config, an ``out_dir`` that is a file, or a checkpoint that does not
+            match the model (another preset or overrides), the config, the dataset or the epochs; all
+            raised before the first sample is read.
     """
     cfg = TrainConfig() if config is None else config
     if not isinstance(cfg, TrainConfig):
@@ -109,8 +135,11 @@ def fit(
             "fit takes datasets, not DataLoaders: it builds the loaders itself to control the sampling, "
             "the seeds and DDP (set TrainConfig.batch_size / num_workers instead)"
         )
-    if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
+    if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or isinstance(stop_after_epoch, bool)
+                                         or stop_after_epoch < 1):
         raise ValueError(f"stop_after_epoch must be a positive int or None, got {stop_after_epoch!r}")
+    if out_dir is not None:
+        _check_out_dir(pathlib.Path(out_dir))
     ctx, device = setup_distributed(cfg.device)
     try:
         with _deterministic(cfg.deterministic, device):
@@ -169,11 +198,15 @@ def _fit(
         )
 
     ckpt_path = pathlib.Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    data_fp = dataset_fingerprint(train_data)
+    if ckpt_path is not None and ctx.is_main:
+        for tmp in remove_stale_temporaries(ckpt_path):
+            logger.warning("removed %s, left by a checkpoint write that was interrupted", tmp)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     if resume and ckpt_path is not None and ckpt_path.is_file():
         # Restored last: nothing between here and the first batch may consume a random number.
-        start_epoch, history = _restore(ckpt_path, cfg, ctx, model, optimizer, scheduler, scaler, loader_gen)
+        start_epoch, history = _restore(ckpt_path, cfg, ctx, model, optimizer, scheduler, scaler, loader_gen, data_fp)
 
     net: nn.Module = model
     if ctx.enabled:
@@ -189,6 +222,7 @@ def _fit(
         train_loss, n_images, train_time = _train_epoch(
             net, loader, optimizer, scaler, loss_fn, keys, cfg, ctx, device, epoch, disable, ckpt_path, len(history)
         )
+        _check_finite_state(model, optimizer, epoch, ckpt_path, len(history), ctx, device)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr), "train_loss": train_loss}
         if val_data is not None:
             metrics = None
@@ -221,6 +255,8 @@ def _fit(
                     "config": cfg.to_dict(),
                     "world_size": ctx.world_size,
                     "rng": rng,
+                    "model_meta": model_metadata(model),
+                    "data": data_fp,
                 }
                 save_atomic(ckpt, ckpt_path)
                 _write_csv(pd.DataFrame(history), ckpt_path.parent / "history.csv")
@@ -347,16 +383,18 @@ def _batch_delta1(final: torch.Tensor, batch: dict[str, Any], cfg: TrainConfig, 
     """delta1 of a training batch for the progress bar (None without dense ground truth)."""
     if "depth" not in batch or "mask" not in batch or not bool(batch["mask"].any()):
         return None
-    from depthlib.metrics import depth_metrics
+    from depthlib.metrics import NegativeDepthWarning, depth_metrics
 
     try:
-        m = depth_metrics(
-            final.detach().float(),
-            batch["depth"].to(device),
-            batch["mask"].to(device),
-            max_depth=cfg.max_depth,
-            min_depth=cfg.min_depth,
-        )
+        with warnings.catch_warnings():  # a progress-bar number: the validation metrics warn about negatives
+            warnings.simplefilter("ignore", NegativeDepthWarning)
+            m = depth_metrics(
+                final.detach().float(),
+                batch["depth"].to(device),
+                batch["mask"].to(device),
+                max_depth=cfg.max_depth,
+                min_depth=cfg.min_depth,
+            )
     except ValueError:  # no pixel left inside (min_depth, max_depth]: nothing to show, not an error
         return None
     return float(m["delta1"])
@@ -371,9 +409,25 @@ def _restore(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     scaler: torch.amp.GradScaler | None,
     loader_gen: torch.Generator,
+    data_fp: dict[str, Any],
 ) -> tuple[int, list[dict[str, Any]]]:
     ckpt = load_checkpoint(path)
+    if ckpt.get("format") is None:
+        raise ValueError(f"{path} is a plain state dict, not a checkpoint fit can resume from; "
+                         "load it with load_checkpoint(path, model) and pass resume=False or another out_dir")
     _check_resume_config(ckpt["config"], cfg, path)
+    if int(ckpt["epoch"]) > cfg.epochs:
+        raise ValueError(
+            f"{path} holds {ckpt['epoch']} trained epochs but TrainConfig.epochs={cfg.epochs}: a run cannot resume "
+            "to fewer epochs than it has done; raise epochs, or pass resume=False / another out_dir to start over")
+    check_model_metadata(ckpt.get("model_meta"), model, f"checkpoint {path}", weights=True)
+    saved_fp = ckpt.get("data")
+    if saved_fp is not None and saved_fp != data_fp:
+        diffs = ", ".join(f"{k}: {saved_fp.get(k)!r} -> {data_fp.get(k)!r}"
+                          for k in ("class", "len", "identity") if saved_fp.get(k) != data_fp.get(k))
+        raise ValueError(
+            f"{path} was trained on another dataset than this train_data ({diffs}); resume with the same "
+            "training data, or pass resume=False / another out_dir to start over")
     check_state_dict(model, ckpt["model"], f"checkpoint {path}")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -410,6 +464,52 @@ def _check_resume_config(saved: dict[str, Any], cfg: TrainConfig, path: pathlib.
             f"{path} was written with another TrainConfig ({detail}); resume with the same config, "
             "or pass resume=False / another out_dir to start over"
         )
+
+
+def _check_out_dir(out_dir: pathlib.Path) -> None:
+    """``out_dir`` must be a folder (or not exist yet) with no folder where ``last.pt`` goes."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir={str(out_dir)!r} is an existing file, not a folder for last.pt and history.csv")
+    for parent in out_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"out_dir={str(out_dir)!r}: {parent} is a file, not a folder")
+            break
+    for name in (CHECKPOINT_NAME, "history.csv"):
+        if (out_dir / name).is_dir():
+            raise ValueError(f"out_dir={str(out_dir)!r}: {out_dir / name} is a folder; fit writes a file there")
+
+
+def _check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
+                        ckpt_path: pathlib.Path | None, last_good_epoch: int, ctx: DistContext,
+                        device: torch.device) -> None:
+    """Stop when the epoch left NaN/inf in the model (BatchNorm running statistics included) or the optimiser.
+
+    The per-step check sees the loss and the gradients only: in training mode BatchNorm normalises with the
+    batch's statistics, so its running statistics can overflow while the loss stays finite, and a checkpoint
+    written then would hold a model that predicts NaN in ``eval()`` mode.
+    """
+    bad = nonfinite_entries(model.state_dict())
+    bad += [f"optimizer.{k}" for k in nonfinite_entries(optimizer.state_dict().get("state", {}))]
+    if ctx.enabled:  # every rank stops together (ranks' BatchNorm buffers may differ)
+        ok = torch.tensor(0 if bad else 1, dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+        if bool(ok):
+            return
+        bad = bad or ["(on another rank)"]
+    elif not bad:
+        return
+    if ckpt_path is None:
+        kept = "no checkpoint is written (out_dir=None)"
+    elif last_good_epoch > 0:
+        kept = f"the last good checkpoint {ckpt_path} (epoch {last_good_epoch}) is left untouched"
+    else:
+        kept = f"no checkpoint was written to {ckpt_path}"
+    shown = ", ".join(bad[:6]) + (f", ... ({len(bad)} in all)" if len(bad) > 6 else "")
+    raise NonFiniteLossError(
+        f"training stopped after epoch {epoch + 1}: the model state holds NaN or inf values ({shown}) although "
+        f"every loss and gradient was finite (the learning rate is probably too high); {kept}",
+        epoch=epoch + 1, batch=None, paths=None)
 
 
 @contextlib.contextmanager
