@@ -31,7 +31,8 @@ logger = logging.getLogger("depthlib.train")
 
 # Fields a resumed run may change without changing what is computed (or, for num_workers and
 # device, changing only how; bit-identity then holds only with the same values).
-_RESUME_MAY_CHANGE = frozenset({"epochs", "log_every", "progress", "num_workers", "device", "eval_batch_size"})
+_RESUME_MAY_CHANGE = frozenset({"epochs", "log_every", "progress", "num_workers", "device", "eval_batch_size",
+                                "persistent_workers", "compile"})
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -137,7 +138,8 @@ def _fit(
         )
     _engine.seed_everything(cfg.seed + ctx.rank)
     model.to(device)
-    if cfg.channels_last:
+    speed = _engine.Speed(cfg, device, distributed=ctx.enabled)
+    if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = _engine.resolve_loss(cfg)
     keys = _engine.target_keys(cfg, loss_fn)
@@ -161,6 +163,7 @@ def _fit(
         generator=loader_gen,
         drop_last=cfg.drop_last,
         pin_memory=device.type == "cuda",
+        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
     )
     if len(loader) == 0:
         raise ValueError(
@@ -187,7 +190,8 @@ def _fit(
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, n_images, train_time = _train_epoch(
-            net, loader, optimizer, scaler, loss_fn, keys, cfg, ctx, device, epoch, disable, ckpt_path, len(history)
+            net, loader, optimizer, scaler, loss_fn, keys, cfg, ctx, device, epoch, disable, ckpt_path, len(history),
+            speed,
         )
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr), "train_loss": train_loss}
         if val_data is not None:
@@ -242,6 +246,7 @@ def _train_epoch(
     disable: bool | None,
     ckpt_path: pathlib.Path | None,
     last_good_epoch: int,
+    speed: _engine.Speed | None = None,
 ) -> tuple[float, int, float]:
     """One pass over ``loader``; returns (mean loss over all processes' samples, images, seconds)."""
     net.train()
@@ -254,9 +259,15 @@ def _train_epoch(
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=disable, leave=False)
     for i, batch in enumerate(bar):
         image, targets = _engine.prepare_batch(batch, device, cfg, keys)
-        with _engine.autocast(device, cfg.amp):
-            output = net(image)
-            loss, final = _engine.compute_loss(output, targets, loss_fn, cfg.aux_weights)
+        if speed is not None and speed.cpu_bf16:
+            # bf16 forward on the CPU; the loss (and its backward's first steps) in float32
+            with speed.autocast():
+                output = speed.forward(net, image)
+            loss, final = _engine.compute_loss(_engine.float_output(output), targets, loss_fn, cfg.aux_weights)
+        else:
+            with _engine.autocast(device, cfg.amp):
+                output = speed.forward(net, image) if speed is not None else net(image)
+                loss, final = _engine.compute_loss(output, targets, loss_fn, cfg.aux_weights)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
