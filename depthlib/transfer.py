@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["synth_like_nyu", "nyu_eval_set", "transfer_run", "transfer_grid", "TRANSFER_METRICS"]
+__all__ = ["synth_like_nyu", "nyu_eval_set", "transfer_run", "transfer_grid", "transfer_summary", "TRANSFER_METRICS"]
 
 #: Columns of :func:`transfer_run`'s metrics (``nyu_`` metric, ``nyu_aligned_`` after scale-and-shift).
 TRANSFER_METRICS = ("rmse", "absrel", "delta1")
@@ -71,12 +71,6 @@ def nyu_eval_set(root: Any, size: Sequence[int]) -> list[dict[str, Any]]:
     return [{k: v for k, v in ds[i].items() if k in keep} for i in range(len(ds))]
 
 
-def _aligned_metrics(model: torch.nn.Module, data: Sequence[dict[str, Any]], config: Any) -> dict[str, float]:
-    from depthlib.train import evaluate
-
-    return evaluate(model, data, config, align="depth", max_depth=config.max_depth)
-
-
 def transfer_run(train: Sequence[dict[str, Any]], evaluation: Sequence[dict[str, Any]], *, seed: int,
                  epochs: int, batch_size: int, lr: float, model: str = "fastdepth",
                  pretrained_encoder: Any = None, max_depth: float = 10.0, loss: str = "l1") -> dict[str, float]:
@@ -108,7 +102,7 @@ def transfer_run(train: Sequence[dict[str, Any]], evaluation: Sequence[dict[str,
     out: dict[str, float] = {"train_loss": float(history["train_loss"].iloc[-1]), "train_time_s": elapsed,
                              "images_per_s": float(history["images_per_s"].mean())}
     metric = evaluate(net, evaluation, cfg, align=None)
-    aligned = _aligned_metrics(net, evaluation, cfg)
+    aligned = evaluate(net, evaluation, cfg, align="depth")
     for name in TRANSFER_METRICS:
         out[f"nyu_{name}"] = float(metric[name])
         out[f"nyu_aligned_{name}"] = float(aligned[name])
@@ -145,9 +139,7 @@ def transfer_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of every ``nyu_`` metric per (version, n_train)."""
     cols = [c for c in df.columns if c.startswith("nyu_")]
     g = df.groupby(["version", "n_train"])[cols]
-    out = g.mean().join(g.std(ddof=1), rsuffix="_std")
+    out = g.mean().join(g.std(ddof=1).add_suffix("_std"))
     out["seeds"] = df.groupby(["version", "n_train"])["seed"].nunique()
     return out.reset_index()
 
-
-__all__.append("transfer_summary")
