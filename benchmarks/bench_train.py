@@ -15,6 +15,12 @@ The table gives the median over repeats and the ratio; the CPU's flags that deci
 
 Run: ``.venv/bin/python benchmarks/bench_train.py`` (``--repeats 3 --epochs 3 --samples 48 --threads 2``);
 ``--quick`` for a short check. Add ``--switches`` for one row per switch turned off (its contribution).
+
+``--seeds N`` instead compares results: FastDepth (ImageNet encoder when the converted weights are present)
+trained with fit's defaults and with every speed switch off, for seeds 0..N-1, on procedural frames
+(version 2, 64x96, ``--seed-frames`` of them, ``--seed-epochs``), evaluated on the real NYU pairs when present, else on
+procedural validation frames: the table gives each side's mean and standard deviation over seeds
+and the difference of the means beside the seed-to-seed spread.
 """
 
 from __future__ import annotations
@@ -79,6 +85,50 @@ def fit_loop(data: list[dict], epochs: int, batch: int, seed: int, **switches) -
     return statistics.mean(rates[1:]) if len(rates) > 1 else rates[0]
 
 
+def seed_comparison(seeds: int, frames: int, epochs: int) -> None:
+    import pandas as pd
+
+    from depthlib.experiments import resolve_pretrained
+    from depthlib.transfer import nyu_eval_set, synth_like_nyu, transfer_run
+
+    size = (64, 96)
+    train = synth_like_nyu(frames, size, version=2)
+    nyu_root = REPO.parent / "shared" / "data" / "nyu_data"
+    if (nyu_root / "data" / "nyu2_test.csv").is_file():
+        evals = {"NYU real (40 pairs)": nyu_eval_set(nyu_root, size)}
+    else:
+        evals = {"synth val": synth_like_nyu(max(16, frames // 4), size, version=2, split="val")}
+    pre = resolve_pretrained("mobilenet", "auto")
+    off = {"channels_last": False, "cpu_amp": None, "fused_optimizer": False}
+    rows = []
+    for seed in range(seeds):
+        for name, sw in (("defaults", {}), ("switches off", off)):
+            for ev_name, ev in evals.items():
+                r = _run_with(train, ev, seed, epochs, pre, sw)
+                rows.append({"setting": name, "eval": ev_name, "seed": seed, **r})
+    df = pd.DataFrame(rows)
+    print(f"FastDepth {size[0]}x{size[1]}, {frames} procedural frames (v2) x {epochs} epochs, SGD lr 0.05, "
+          f"batch 8, init {'ImageNet' if pre else 'random'}; seeds 0..{seeds - 1}\n")
+    print("| eval | metric | defaults (mean +- std) | switches off (mean +- std) | difference of means | "
+          "seed spread (larger std) |")
+    print("|---|---|---|---|---|---|")
+    for ev_name in evals:
+        for metric in ("nyu_delta1", "nyu_rmse", "nyu_aligned_delta1"):
+            a = df[(df.setting == "defaults") & (df["eval"] == ev_name)][metric]
+            b = df[(df.setting == "switches off") & (df["eval"] == ev_name)][metric]
+            print(f"| {ev_name} | {metric.replace('nyu_', '')} | {a.mean():.3f} +- {a.std():.3f} | "
+                  f"{b.mean():.3f} +- {b.std():.3f} | {a.mean() - b.mean():+.3f} | {max(a.std(), b.std()):.3f} |")
+    t = df.groupby("setting")["train_time_s"].sum()
+    print(f"\ntraining time over all runs: defaults {t['defaults']:.0f} s, switches off {t['switches off']:.0f} s")
+
+
+def _run_with(train, evaluation, seed, epochs, pre, switches):
+    from depthlib.transfer import transfer_run
+
+    return transfer_run(train, evaluation, seed=seed, epochs=epochs, batch_size=8, lr=0.05, pretrained_encoder=pre,
+                        config_overrides=switches)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -89,6 +139,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="1 repeat, 2 epochs of 32 samples")
     parser.add_argument("--switches", action="store_true", help="also fit with each default switch turned off")
+    parser.add_argument("--seeds", type=int, default=0, help="compare results over this many seeds instead")
+    parser.add_argument("--seed-frames", type=int, default=128)
+    parser.add_argument("--seed-epochs", type=int, default=3)
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.epochs, args.samples = 1, 2, 32
@@ -99,6 +152,10 @@ def main() -> None:
     print("CPU flags: " + ", ".join(f"{k}={'yes' if feats[k] else 'no'}"
                                    for k in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"))
           + f"; torch CPU capability {feats['capability']}")
+    if args.seeds:
+        seed_comparison(args.seeds, args.seed_frames, args.seed_epochs)
+        print("\nre-measure: .venv/bin/python benchmarks/bench_train.py " + " ".join(sys.argv[1:]))
+        return
     print(f"FastDepth {args.size[0]}x{args.size[1]}, batch {args.batch}, SGD, {args.samples} samples x "
           f"{args.epochs} epochs (first epoch = warm-up), median of {args.repeats} alternating repeats\n")
     data = make_data(args.samples, tuple(args.size))

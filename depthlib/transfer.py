@@ -73,7 +73,8 @@ def nyu_eval_set(root: Any, size: Sequence[int]) -> list[dict[str, Any]]:
 
 def transfer_run(train: Sequence[dict[str, Any]], evaluation: Sequence[dict[str, Any]], *, seed: int,
                  epochs: int, batch_size: int, lr: float, model: str = "fastdepth",
-                 pretrained_encoder: Any = None, max_depth: float = 10.0, loss: str = "l1") -> dict[str, float]:
+                 pretrained_encoder: Any = None, max_depth: float = 10.0, loss: str = "l1",
+                 config_overrides: dict[str, Any] | None = None) -> dict[str, float]:
     """Train ``model`` on ``train`` with :func:`depthlib.train.fit` (SGD, momentum 0.9, ``lr`` decayed x0.1
     for the last third of the epochs when there are 3 or more) and evaluate it on ``evaluation``.
 
@@ -83,6 +84,7 @@ def transfer_run(train: Sequence[dict[str, Any]], evaluation: Sequence[dict[str,
         epochs, batch_size, lr: the recipe. model: a preset of :func:`depthlib.models.create_model`.
         pretrained_encoder: ``None`` or what ``create_model`` takes (a weights path, ``"imagenet"``).
         max_depth: the evaluation's depth cap in metres (NYU: 10).
+        config_overrides: further :class:`depthlib.train.TrainConfig` fields (the speed switches, say).
 
     Returns:
         ``{"nyu_rmse", "nyu_absrel", "nyu_delta1", "nyu_aligned_rmse", ..., "train_loss", "train_time_s",
@@ -95,7 +97,8 @@ def transfer_run(train: Sequence[dict[str, Any]], evaluation: Sequence[dict[str,
     net = create_model(model, pretrained_encoder=pretrained_encoder)
     step = max(1, math.ceil(epochs * 2 / 3)) if epochs >= 3 else epochs + 1
     cfg = TrainConfig(epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), seed=int(seed),
-                      step_size=step, loss=loss, max_depth=float(max_depth), progress=False)
+                      step_size=step, loss=loss, max_depth=float(max_depth), progress=False,
+                      **dict(config_overrides or {}))
     t0 = time.perf_counter()
     history = fit(net, list(train), None, cfg)
     elapsed = time.perf_counter() - t0
