@@ -4,7 +4,11 @@ Scenes are ray cast in torch, all pixels and all objects of a frame at once:
 
 - ``indoor``: a room (floor, walls, ceiling) with yaw-rotated furniture boxes, a bookcase, wall shelves,
   spheres and capped cylinders; NYU-like camera (fx 518.9, fy 519.5, cx 325.6, cy 253.7 at 640x480, scaled
-  per axis with the resolution) held at 1.0-1.7 m and pitched down; depth in 0.5-10 m.
+  per axis with the resolution) held at 1.0-1.7 m and pitched down; depth in 0.5-10 m. Version 2 (the
+  default since issue 9; ``version=1`` renders the first rooms byte for byte) draws NYU-like rooms, furniture
+  against the walls, clutter, wall panels, a floor colour of its own, camera randomisation (exposure, white
+  balance, contrast, noise) and a Kinect's depth noise and holes: see :func:`_indoor_nyu`. It changed the
+  default indoor bytes (the golden hash of ``tests/test_data_synth.py``) once; outdoor scenes are unchanged.
 - ``outdoor``: a street (ground, box buildings on both sides, cars, poles, trees) seen from 1.65 m like KITTI
   (fx = fy = 721.5 * W / 1242, KITTI's horizontal field of view, square pixels); sky and everything beyond
   80 m are invalid (depth 0, mask False).
