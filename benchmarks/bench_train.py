@@ -49,8 +49,8 @@ def make_data(n: int, size: tuple[int, int]) -> list[dict]:
     return [{k: v for k, v in ds[i].items() if k in ("image", "depth", "mask")} for i in range(n)]
 
 
-def plain_loop(data: list[dict], epochs: int, batch: int, seed: int) -> float:
-    """Images/s of a plain fp32 contiguous loop over epochs 2..E."""
+def plain_loop(data: list[dict], epochs: int, batch: int, seed: int) -> tuple[float, float]:
+    """Images/s of a plain fp32 contiguous loop over epochs 2..E, and images per CPU second over all epochs."""
     from torchvision.transforms.v2.functional import normalize
 
     torch.manual_seed(seed)
@@ -58,6 +58,7 @@ def plain_loop(data: list[dict], epochs: int, batch: int, seed: int) -> float:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True)
     rates = []
+    cpu0 = time.process_time()
     for _ in range(epochs):
         t0, n = time.perf_counter(), 0
         for b in loader:
@@ -71,18 +72,21 @@ def plain_loop(data: list[dict], epochs: int, batch: int, seed: int) -> float:
             opt.step()
             n += x.shape[0]
         rates.append(n / (time.perf_counter() - t0))
-    return statistics.mean(rates[1:]) if len(rates) > 1 else rates[0]
+    cpu_rate = epochs * len(data) / (time.process_time() - cpu0)
+    return (statistics.mean(rates[1:]) if len(rates) > 1 else rates[0]), cpu_rate
 
 
-def fit_loop(data: list[dict], epochs: int, batch: int, seed: int, **switches) -> float:
+def fit_loop(data: list[dict], epochs: int, batch: int, seed: int, **switches) -> tuple[float, float]:
     torch.manual_seed(seed)
     model = create_model("fastdepth")
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=0.01, seed=seed, progress=False, **switches)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        cpu0 = time.process_time()
         hist = fit(model, data, config=cfg)
+        cpu_rate = epochs * len(data) / (time.process_time() - cpu0)
     rates = hist["images_per_s"].tolist()
-    return statistics.mean(rates[1:]) if len(rates) > 1 else rates[0]
+    return (statistics.mean(rates[1:]) if len(rates) > 1 else rates[0]), cpu_rate
 
 
 def seed_comparison(seeds: int, frames: int, epochs: int) -> None:
@@ -163,24 +167,28 @@ def main() -> None:
     if args.switches:
         variants.update({
             "fit, channels_last=False": {"channels_last": False},
-            "fit, cpu_amp=None": {"cpu_amp": None},
+            "fit, cpu_amp='auto' (bf16 where native)": {"cpu_amp": "auto"},
             "fit, fused_optimizer=False": {"fused_optimizer": False},
-            "fit, every switch off": {"channels_last": False, "cpu_amp": None, "fused_optimizer": False,
+            "fit, every switch off": {"channels_last": False, "fused_optimizer": False,
                                       "compile": False},
         })
-    results: dict[str, list[float]] = {"plain fp32 contiguous loop": [], **{k: [] for k in variants}}
+    results: dict[str, list[tuple[float, float]]] = {"plain fp32 contiguous loop": [], **{k: [] for k in variants}}
     for r in range(args.repeats):
         results["plain fp32 contiguous loop"].append(plain_loop(data, args.epochs, args.batch, seed=r))
         for name, sw in variants.items():
             results[name].append(fit_loop(data, args.epochs, args.batch, seed=r, **sw))
-        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in results.items()), flush=True)
-    base = statistics.median(results["plain fp32 contiguous loop"])
+        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f}" for k, v in results.items()), flush=True)
+    base = statistics.median(x[0] for x in results["plain fp32 contiguous loop"])
+    base_cpu = statistics.median(x[1] for x in results["plain fp32 contiguous loop"])
     width = max(len(k) for k in results)
-    print(f"| {'loop'.ljust(width)} | images/s | x plain |")
-    print(f"|{'-' * (width + 2)}|----------|---------|")
+    # images per CPU second (all epochs, warm-up included) is what a loaded machine distorts least with 1 thread;
+    # with several threads it also counts the threads' spin-waits
+    print(f"| {'loop'.ljust(width)} | images/s | x plain | images/CPU-s | x plain |")
+    print(f"|{'-' * (width + 2)}|----------|---------|--------------|---------|")
     for name, rates in results.items():
-        med = statistics.median(rates)
-        print(f"| {name.ljust(width)} | {med:8.2f} | {med / base:7.2f} |")
+        med = statistics.median(x[0] for x in rates)
+        med_cpu = statistics.median(x[1] for x in rates)
+        print(f"| {name.ljust(width)} | {med:8.2f} | {med / base:7.2f} | {med_cpu:12.2f} | {med_cpu / base_cpu:7.2f} |")
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (other jobs on the CPU lower both sides alike)")
     print("re-measure: .venv/bin/python benchmarks/bench_train.py " + " ".join(sys.argv[1:]))
 

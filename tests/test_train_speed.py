@@ -58,9 +58,9 @@ def test_speed_switches_are_validated_naming_the_field(field, value):
 
 def test_defaults_are_the_fast_ones_and_serialise():
     c = TrainConfig()
-    assert (c.channels_last, c.cpu_amp, c.fused_optimizer, c.compile) == (True, "auto", True, False)
+    assert (c.channels_last, c.cpu_amp, c.fused_optimizer, c.compile) == (True, None, True, False)
     d = c.to_dict()
-    assert d["cpu_amp"] == "auto" and d["fused_optimizer"] is True
+    assert d["cpu_amp"] is None and d["fused_optimizer"] is True
 
 
 def test_cpu_features_reports_the_flags_that_decide_bf16():
@@ -99,14 +99,14 @@ def test_auto_bf16_stays_off_without_native_bf16_and_says_nothing(monkeypatch):
     model = tiny()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fit(model, data(), config=cfg())
+        fit(model, data(), config=cfg(cpu_amp="auto"))
     assert all(dtype == torch.float32 for dtype, _ in model.seen)
 
 
 def test_auto_bf16_runs_the_forward_in_bf16_with_float32_weights_where_native(monkeypatch):
     _native_bf16(monkeypatch)
     model = tiny()
-    hist = fit(model, data(), config=cfg())
+    hist = fit(model, data(), config=cfg(cpu_amp="auto"))
     assert model.seen and all(dtype == torch.bfloat16 for dtype, _ in model.seen)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert torch.isfinite(torch.tensor(hist["train_loss"].tolist())).all()
