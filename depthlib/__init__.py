@@ -8,6 +8,7 @@ Subpackages
 - :mod:`depthlib.metrics`  depth metrics with explicit conventions.
 - :mod:`depthlib.profiler` parameters, MACs, size and latency.
 - :mod:`depthlib.train`    the training loop, schedules, LR range test.
+- :mod:`depthlib.transfer` procedural-only training evaluated on real NYU pairs (sim-to-real transfer).
 - :mod:`depthlib.book`     profiles, parameter checks, results cache and the book runner.
 """
 

@@ -32,7 +32,7 @@ logger = logging.getLogger("depthlib.train")
 # Fields a resumed run may change without changing what is computed (or, for num_workers and
 # device, changing only how; bit-identity then holds only with the same values).
 _RESUME_MAY_CHANGE = frozenset({"epochs", "log_every", "progress", "num_workers", "device", "eval_batch_size",
-                                "persistent_workers", "compile"})
+                                "persistent_workers", "compile", "fused_optimizer"})
 
 
 class NonFiniteLossError(FloatingPointError):
