@@ -1,7 +1,8 @@
 """Data throughput on this machine, printed as a table (median of repeats).
 
-1. The procedural generator at 240x320, indoor and outdoor: batched (``render_batch`` of 16 frames) and
-   per sample (``open_dataset("synth")[i]``), one process.
+1. The procedural generator at 240x320, indoor (version 2, the default, and version 1) and outdoor: batched
+   (``render_batch`` of 16 frames), per sample in order (``open_dataset("synth")[i]``, which renders 16 frames
+   ahead in one pass) and through a 2-worker DataLoader (each batch one ``__getitems__`` render).
 2. Reading ``nyu_png`` and ``nyu_h5`` (480x640 frames) + FastDepth's training transform through a 2-worker
    DataLoader, batch 8, against the time of one FastDepth training step (224x224, batch 8, SGD) on the CPU.
    Uses the 40 real pairs in ../shared/data/nyu_data when present, else generated frames written in the
@@ -46,19 +47,20 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_generator(scene: str, repeats: int, frames: int) -> list[tuple[str, float, str]]:
+def bench_generator(scene: str, repeats: int, frames: int, version: int = 2) -> list[tuple[str, float, str]]:
     rows = []
     batch = 16
     start = [0]
+    scene_name = f"{scene} v{version}" if scene == "indoor" else scene
 
     def batched():
         for s in range(0, frames, batch):
-            render_batch(0, range(start[0] + s, start[0] + s + batch), (240, 320), scene)
+            render_batch(0, range(start[0] + s, start[0] + s + batch), (240, 320), scene, version=version)
         start[0] += frames
 
     t = median_time(batched, repeats)
-    rows.append((f"synth {scene} 240x320, batched x{batch}", frames / t, "frames/s"))
-    ds = open_dataset("synth", n=10**6, size=(240, 320), scene=scene)
+    rows.append((f"synth {scene_name} 240x320, batched x{batch}", frames / t, "frames/s"))
+    ds = open_dataset("synth", n=10**6, size=(240, 320), scene=scene, version=version)
     offset = [0]
 
     def single():
@@ -67,7 +69,7 @@ def bench_generator(scene: str, repeats: int, frames: int) -> list[tuple[str, fl
         offset[0] += frames
 
     t = median_time(single, repeats)
-    rows.append((f"synth {scene} 240x320, per sample", frames / t, "frames/s"))
+    rows.append((f"synth {scene_name} 240x320, per sample", frames / t, "frames/s"))
     # As training uses it: rendered in 2 DataLoader workers (one torch thread each).
     loader = DataLoader(ds, batch_size=8, shuffle=True, num_workers=2, persistent_workers=True)
     batches = max(2, frames // 8)
@@ -78,7 +80,7 @@ def bench_generator(scene: str, repeats: int, frames: int) -> list[tuple[str, fl
                 break
 
     t = median_time(workers, repeats)
-    rows.append((f"synth {scene} 240x320, 2-worker DataLoader, batch 8", batches * 8 / t, "frames/s"))
+    rows.append((f"synth {scene_name} 240x320, 2-worker DataLoader, batch 8", batches * 8 / t, "frames/s"))
     return rows
 
 
@@ -145,11 +147,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     frames = 16 if args.quick else 64
+    from depthlib.train._engine import cpu_features
+
+    feats = cpu_features()
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f} at start, median of {args.repeats} repeats\n")
+          f"{os.getloadavg()[0]:.1f} at start, median of {args.repeats} repeats; CPU {feats['model']}: "
+          + ", ".join(f"{k}={'yes' if feats[k] else 'no'}" for k in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+          + "\n")
     rows = []
-    for scene in ("indoor", "outdoor"):
-        rows += bench_generator(scene, args.repeats, frames)
+    for scene, version in (("indoor", 2), ("indoor", 1), ("outdoor", 2)):
+        rows += bench_generator(scene, args.repeats, frames, version)
     with tempfile.TemporaryDirectory() as tmp:
         png_root, h5_root, origin = make_sources(pathlib.Path(tmp))
         for kind, root in (("nyu_png", png_root), ("nyu_h5", h5_root)):
@@ -170,6 +177,7 @@ def main() -> None:
         ahead = all(rate > steps for rate in loader_rates)
         print(f"\nloaders {'stay ahead of' if ahead else 'fall behind'} the training step "
               f"({min(loader_rates):.1f} batches/s vs {steps:.1f} steps/s)")
+    print("re-measure: .venv/bin/python benchmarks/bench_data.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

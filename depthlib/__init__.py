@@ -8,6 +8,7 @@ Subpackages
 - :mod:`depthlib.metrics`  depth metrics with explicit conventions.
 - :mod:`depthlib.profiler` parameters, MACs, size and latency.
 - :mod:`depthlib.train`    the training loop, schedules, LR range test, one run of a chapter (``train_eval``).
+- :mod:`depthlib.transfer` procedural-only training evaluated on real NYU pairs (sim-to-real transfer).
 - :mod:`depthlib.stats`    mean and spread over seeds, which differences survive (``summarize``, ``compare``).
 - :mod:`depthlib.reported` the papers' numbers, recorded results and the scorecard join.
 - :mod:`depthlib.book`     profiles, parameter checks, results cache, grids of runs, the book runner and its

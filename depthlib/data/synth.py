@@ -4,7 +4,11 @@ Scenes are ray cast in torch, all pixels and all objects of a frame at once:
 
 - ``indoor``: a room (floor, walls, ceiling) with yaw-rotated furniture boxes, a bookcase, wall shelves,
   spheres and capped cylinders; NYU-like camera (fx 518.9, fy 519.5, cx 325.6, cy 253.7 at 640x480, scaled
-  per axis with the resolution) held at 1.0-1.7 m and pitched down; depth in 0.5-10 m.
+  per axis with the resolution) held at 1.0-1.7 m and pitched down; depth in 0.5-10 m. Version 2 (the
+  default since issue 9; ``version=1`` renders the first rooms byte for byte) draws NYU-like rooms, furniture
+  against the walls, clutter, wall panels, a floor colour of its own, camera randomisation (exposure, white
+  balance, contrast, noise) and a Kinect's depth noise and holes: see :func:`_indoor_nyu`. It changed the
+  default indoor bytes (the golden hash of ``tests/test_data_synth.py``) once; outdoor scenes are unchanged.
 - ``outdoor``: a street (ground, box buildings on both sides, cars, poles, trees) seen from 1.65 m like KITTI
   (fx = fy = 721.5 * W / 1242, KITTI's horizontal field of view, square pixels); sky and everything beyond
   80 m are invalid (depth 0, mask False).
@@ -53,7 +57,11 @@ KITTI_REF = (375, 1242, 721.5377, 609.5593, 172.854)
 INDOOR_DEPTH = (0.5, 10.0)
 OUTDOOR_MAX_DEPTH = 80.0
 # Object slots per scene (fixed so that frames batch); a disabled object is moved far below the floor.
-_SLOTS = {"indoor": (7, 2, 2), "outdoor": (9, 3, 3)}  # boxes, spheres, cylinders
+_SLOTS = {"indoor": (7, 2, 2), "outdoor": (9, 3, 3), "indoor2": (11, 2, 2)}  # boxes, spheres, cylinders
+#: Generator versions: 1 the first rooms (deep, bright, one colour for walls and floor, exact depth); 2 (the
+#: default) NYU-like rooms with a Kinect's noise and holes, see :func:`_indoor_nyu`. Outdoor scenes are the
+#: same in both.
+VERSIONS = (1, 2)
 _BIG = 1e30
 _MISS_BITS = 0x7F000000  # OR-ed into a float32's bits: larger than any finite hit distance
 _TYPE_BOX, _TYPE_SPHERE, _TYPE_CYL, _TYPE_INSIDE = 0, 1, 2, 3
@@ -107,6 +115,7 @@ class _Scene:
     ambient: torch.Tensor  # (B, 1)
     outdoor: bool
     noise_seed: torch.Tensor  # (B, 1) int32
+    post: torch.Tensor | None = None  # (B, 8) camera and sensor randomisation of version 2, see _indoor_nyu
 
 
 # Rows of _Scene.table (one column per object; object 0 is the room, or the ground outdoors). "dr", "dg", "db"
@@ -115,7 +124,8 @@ class _Scene:
 # a box seen from outside, -1 for the room seen from inside (its normals point inwards), 0 otherwise; "sph"
 # and "cyl" are 1 for spheres and cylinders: float flags, so shading selects per pixel with products.
 _FIELDS = ("cx", "cy", "cz", "hx", "hy", "hz", "cos", "sin", "box", "sph", "cyl",
-           "r1", "g1", "b1", "dr", "dg", "db", "freq", "k_grid", "k_wood", "k_noise", "grid_v")
+           "r1", "g1", "b1", "dr", "dg", "db", "freq", "k_grid", "k_wood", "k_noise", "grid_v",
+           "fr", "fg", "fb", "k_floor")  # floor colour of the room (object 0), used where k_floor = 1 (version 2)
 _F = {name: i for i, name in enumerate(_FIELDS)}
 
 
@@ -219,6 +229,125 @@ def _indoor(u: torch.Tensor) -> _Scene:
                      draw(1, 0.18, 0.3), draw, outdoor=False)
 
 
+def _against_wall(draw: _Draw, n: int, room_w: torch.Tensor, room_d: torch.Tensor, hl: torch.Tensor,
+                  hd: torch.Tensor, far_only: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Place ``n`` boxes per frame with their back against a wall (left, right or far), long side along it.
+
+    ``hl, hd (B, n)``: half length along the wall and half depth away from it. Returns world ``x, z`` centres
+    and half extents ``hx, hz``, each ``(B, n)``."""
+    wall = torch.full_like(hl, 2.0) if far_only else (draw(n) * 3).floor()  # 0 left, 1 right, 2 far
+    along = draw(n, -1.0, 1.0)
+    side = wall < 2
+    hx, hz = torch.where(side, hd, hl), torch.where(side, hl, hd)
+    x = torch.where(wall == 0, -room_w / 2 + hx, torch.where(wall == 1, room_w / 2 - hx, along * (room_w / 2 - hx)))
+    z = torch.where(side, along * (room_d / 2 - hz), room_d / 2 - hz)
+    return x, z, hx, hz
+
+
+def _indoor_nyu(u: torch.Tensor) -> _Scene:
+    """Version 2 rooms, drawn to look like NYU Depth v2's to a network.
+
+    - Rooms of bedrooms, offices and living rooms: 2.6-5.5 m wide, 3.0-7.0 m deep, 2.4-2.9 m high (NYU's test
+      depths: median 2.5 m, 10-90% 1.4-5.1 m); walls, floor and ceiling in different colours (floor: wood,
+      carpet or tiles).
+    - A hand-held Kinect: anywhere in the back half of the room, 1.0-1.6 m high, pitched 6-26 degrees down,
+      turned up to 46 degrees left or right (towards corners and side walls), rolled up to 3.4 degrees.
+    - Furniture against the walls (a bed, sofa or table; up to three cabinets, desks or dressers; a bookcase
+      or wardrobe), a free-standing table, clutter on their tops (small boxes, balls), bins or lamps on the
+      floor and flat panels on the walls (pictures, windows, doors): textured by random materials.
+    - Domain randomisation of the camera: exposure, white balance, contrast and sensor noise per frame.
+    - A Kinect's depth: noise growing with the square of the distance (Nguyen et al. 2012: sigma = 1.2 mm +
+      1.9 mm (z - 0.4 m)^2), holes in the projector's shadow beside depth edges and on dark surfaces.
+    """
+    draw = _Draw(u)
+    b = u.shape[0]
+    nb, ns, nc = _SLOTS["indoor2"]
+    room_w, room_h, room_d = draw(1, 2.6, 5.5), draw(1, 2.4, 2.9), draw(1, 3.0, 7.0)
+    half = torch.cat([room_w / 2, room_h / 2, room_d / 2], 1)
+    cam = torch.cat([draw(1, -0.3, 0.3) * room_w, draw(1, 1.0, 1.6), -room_d / 2 + 0.3 + draw(1, 0.0, 0.25) * room_d], 1)
+    rot = _rot_yaw_pitch_roll(draw(1, -0.8, 0.8)[:, 0], draw(1, 0.1, 0.45)[:, 0], draw(1, -0.06, 0.06)[:, 0])
+
+    bx = torch.zeros(b, nb, 3)
+    bh = torch.zeros(b, nb, 3)
+    yaw = torch.zeros(b, nb)
+    # 0: bed / sofa / big table; 1-3: cabinets, desks, dressers; 4: bookcase or wardrobe (all against walls)
+    hl = torch.cat([draw(1, 0.5, 1.0), draw(3, 0.25, 0.7), draw(1, 0.3, 0.6)], 1)
+    hh = torch.cat([draw(1, 0.2, 0.45), draw(3, 0.2, 0.6), draw(1, 0.7, 1.1)], 1)
+    hd = torch.cat([draw(1, 0.4, 0.9), draw(3, 0.2, 0.35), draw(1, 0.15, 0.3)], 1)
+    x, z, hx, hz = _against_wall(draw, 5, room_w, room_d, hl, hd)
+    bx[:, :5] = torch.stack([x, hh, z], -1)
+    bh[:, :5] = torch.stack([hx, hh, hz], -1)
+    # 5: a free-standing table, turned a little
+    bh[:, 5] = torch.cat([draw(1, 0.3, 0.7), draw(1, 0.2, 0.4), draw(1, 0.3, 0.6)], 1)
+    bx[:, 5] = torch.cat([draw(1, -0.3, 0.3) * room_w, bh[:, 5, 1:2], draw(1, 0.0, 0.35) * room_d], 1)
+    yaw[:, 5] = draw(1, -0.5, 0.5)[:, 0]
+    # 6-8: clutter on the top of furniture 0-3 or 5
+    parents = torch.tensor([0, 1, 2, 3, 5])
+    parent = parents[(draw(3) * 5).floor().long().clamp_max(4)]  # (B, 3)
+    ch_ = torch.stack([draw(3, 0.05, 0.25), draw(3, 0.04, 0.18), draw(3, 0.05, 0.2)], -1)
+    pc = torch.gather(bx, 1, parent.unsqueeze(-1).expand(-1, -1, 3))
+    ph = torch.gather(bh, 1, parent.unsqueeze(-1).expand(-1, -1, 3))
+    off = torch.stack([draw(3, -0.7, 0.7), torch.zeros(b, 3), draw(3, -0.7, 0.7)], -1) * ph
+    bx[:, 6:9] = pc + off + torch.stack([torch.zeros(b, 3), ph[..., 1] + ch_[..., 1], torch.zeros(b, 3)], -1)
+    bh[:, 6:9] = ch_
+    yaw[:, 6:9] = draw(3, -0.8, 0.8)
+    # 9-10: pictures and windows on the walls, or a door standing on the floor
+    ph_l, ph_h = draw(2, 0.2, 0.7), draw(2, 0.2, 0.6)
+    door = draw(2) < 0.25
+    ph_l = torch.where(door, draw(2, 0.4, 0.5), ph_l)
+    ph_h = torch.where(door, draw(2, 0.95, 1.05), ph_h)
+    x, z, hx, hz = _against_wall(draw, 2, room_w, room_d, ph_l, torch.full_like(ph_l, 0.02))
+    y = torch.where(door, ph_h, draw(2, 1.1, 1.8))
+    bx[:, 9:11] = torch.stack([x, y, z], -1)
+    bh[:, 9:11] = torch.stack([hx, ph_h, hz], -1)
+
+    # Spheres: balls, lamp shades on furniture; cylinders: bins, lamps, plant pots on the floor.
+    sr = draw(ns, 0.06, 0.2)
+    sp = parents[(draw(ns) * 5).floor().long().clamp_max(4)]
+    spc = torch.gather(bx, 1, sp.unsqueeze(-1).expand(-1, -1, 3))
+    sph = torch.gather(bh, 1, sp.unsqueeze(-1).expand(-1, -1, 3))
+    sx = torch.stack([spc[..., 0] + draw(ns, -0.6, 0.6) * sph[..., 0], spc[..., 1] + sph[..., 1] + sr,
+                      spc[..., 2] + draw(ns, -0.6, 0.6) * sph[..., 2]], -1)
+    cr, chh = draw(nc, 0.08, 0.25), draw(nc, 0.1, 0.5)
+    cx = torch.stack([draw(nc, -0.45, 0.45) * room_w, chh, draw(nc, -0.1, 0.45) * room_d], -1)
+
+    # Nothing within reach of the camera (depth stays above 0.5 m): such an object is left out.
+    present = torch.cat([draw(1) < 0.9, draw(3) < 0.75, draw(1) < 0.6, draw(1) < 0.6, draw(3) < 0.7,
+                         draw(2) < 0.7], 1)
+    reach = 0.55 + bh[:, :, [0, 2]].norm(dim=-1)
+    present &= (bx[:, :, [0, 2]] - cam[:, None, [0, 2]]).norm(dim=-1) > reach
+    bx[:, :, 1] = torch.where(present, bx[:, :, 1], -100.0)
+    s_ok = (draw(ns) < 0.6) & ((sx[..., [0, 2]] - cam[:, None, [0, 2]]).norm(dim=-1) > 0.55 + sr)
+    c_ok = (draw(nc) < 0.6) & ((cx[..., [0, 2]] - cam[:, None, [0, 2]]).norm(dim=-1) > 0.55 + cr)
+    sx[..., 1] = torch.where(s_ok, sx[..., 1], -100.0)
+    cx[..., 1] = torch.where(c_ok, cx[..., 1], -100.0)
+
+    centers = torch.cat([torch.cat([torch.zeros(b, 1), room_h / 2, torch.zeros(b, 1)], 1)[:, None], bx, sx, cx], 1)
+    halves = torch.cat([half[:, None], bh, sr.unsqueeze(-1).expand(-1, -1, 3), torch.stack([cr, chh, cr], -1)], 1)
+    yaws = torch.cat([torch.zeros(b, 1), yaw, draw(ns, 0, 3.14), draw(nc, 0, 3.14)], 1)
+    types = torch.tensor([_TYPE_INSIDE] + [_TYPE_BOX] * nb + [_TYPE_SPHERE] * ns + [_TYPE_CYL] * nc,
+                         dtype=torch.float32).expand(b, -1)
+    k = types.shape[1]
+    # Colours by role: light walls, furniture in wood / white / dark tones, saturated clutter.
+    walls = _palette(draw, 1, (0.78, 0.74, 0.68), 0.15)
+    furn = _palette(draw, 6, (0.5, 0.4, 0.32), 0.3)
+    clut = _palette(draw, 3, (0.5, 0.45, 0.42), 0.45)
+    panel = _palette(draw, 2, (0.55, 0.55, 0.6), 0.35)
+    rest = _palette(draw, ns + nc, (0.5, 0.45, 0.4), 0.4)
+    c1 = torch.cat([walls[0], furn[0][:, :5], furn[0][:, 5:], clut[0], panel[0], rest[0]], 1)
+    c2 = torch.cat([walls[1], furn[1][:, :5], furn[1][:, 5:], clut[1], panel[1], rest[1]], 1)
+    floor = (torch.tensor([0.45, 0.35, 0.27]) + draw(3, -0.2, 0.2)).clamp(0.05, 0.9)
+    mat = _materials(draw, k)
+    n_light = 2
+    lights = torch.stack([draw(n_light, -0.35, 0.35) * room_w, room_h - 0.15 + torch.zeros(b, n_light),
+                          draw(n_light, -0.3, 0.35) * room_d, draw(n_light, 0.5, 1.5)], -1)
+    # Camera and sensor: exposure, white balance (r, b), contrast, RGB noise, Kinect hole rate on dark surfaces.
+    post = torch.cat([draw(1, 0.5, 1.05), draw(1, 0.95, 1.12), draw(1, 0.8, 1.0), draw(1, 0.0, 0.6),
+                      draw(1, 0.0, 0.03), draw(1, 0.2, 0.8), draw(1, 0.0, 1.0), draw(1, 0.0, 1.0)], 1)
+    return _assemble(b, centers, halves, yaws, types, c1, c2, mat, nb, ns, nc, cam, rot, lights,
+                     draw(1, 0.12, 0.35), draw, outdoor=False, floor=floor, post=post)
+
+
 def _outdoor(u: torch.Tensor) -> _Scene:
     draw = _Draw(u)
     b = u.shape[0]
@@ -285,14 +414,20 @@ def _outdoor(u: torch.Tensor) -> _Scene:
 
 
 def _assemble(b, centers, halves, yaws, types, c1, c2, mat, nb, ns, nc, cam, rot, lights, ambient, draw,
-              outdoor) -> _Scene:
+              outdoor, floor: torch.Tensor | None = None, post: torch.Tensor | None = None) -> _Scene:
     yaws = yaws.double()
     cos, sin = torch.cos(yaws).float(), torch.sin(yaws).float()
     flags = torch.stack([(types == _TYPE_BOX).float() - (types == _TYPE_INSIDE).float(),
                          (types == _TYPE_SPHERE).float(), (types == _TYPE_CYL).float()], -1)
-    table = torch.cat([centers, halves, cos.unsqueeze(-1), sin.unsqueeze(-1), flags, c1, c2 - c1, mat], -1)
+    k = types.shape[1]
+    fl = torch.zeros(b, k, 4)
+    if floor is not None:  # (B, 3): the room's floor colour
+        fl[:, 0, :3] = floor
+        fl[:, 0, 3] = 1.0
+    table = torch.cat([centers, halves, cos.unsqueeze(-1), sin.unsqueeze(-1), flags, c1, c2 - c1, mat, fl], -1)
     noise_seed = (draw(1) * 65535).to(torch.int32) * 1664525
-    return _Scene(cam, rot, table.transpose(1, 2).contiguous(), nb, ns, nc, lights, ambient, outdoor, noise_seed)
+    return _Scene(cam, rot, table.transpose(1, 2).contiguous(), nb, ns, nc, lights, ambient, outdoor, noise_seed,
+                  post)
 
 
 def _keys(t: torch.Tensor, hit: torch.Tensor) -> torch.Tensor:
@@ -572,7 +707,7 @@ def _tune_allocator() -> None:
 
 
 def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240, 320), scene: str = "indoor",
-                 *, shadow_stride: int = 4, workers: int | None = None) -> dict[str, torch.Tensor]:
+                 *, shadow_stride: int = 4, workers: int | None = None, version: int = 2) -> dict[str, torch.Tensor]:
     """Render frames ``indices`` of the procedural sequence ``seed``.
 
     Args:
@@ -582,6 +717,8 @@ def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240
         shadow_stride: shadow rays are traced every ``shadow_stride`` pixels and linearly upsampled.
         workers: frames rendered concurrently by threads of this process (torch releases the GIL inside
             its kernels); default: the number of CPU cores, capped by the number of frames.
+        version: the generator version (see :data:`VERSIONS`): 2 (default) NYU-like indoor rooms with
+            Kinect noise and holes, 1 the first generator's rooms (for comparisons). Outdoor is the same.
 
     Returns:
         dict with ``image (B, 3, H, W)`` float32 in [0, 1] (multiples of 1/255), ``depth (B, 1, H, W)``
@@ -594,6 +731,8 @@ def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240
         raise ValueError(f"synth: size={size!r} must be at least 4x4")
     if shadow_stride < 1:
         raise ValueError(f"synth: shadow_stride={shadow_stride!r} must be >= 1")
+    if version not in VERSIONS:
+        raise ValueError(f"synth: version={version!r} is not one of {VERSIONS}")
     indices = [int(i) for i in indices]
     if not indices:
         raise ValueError("synth: indices is empty")
@@ -613,7 +752,7 @@ def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240
         # in the threads, where each op would hand the GIL back and forth (with 2 threads on 2 cores such
         # tiny ops ran 2x slower than on one). Every op is per frame (row), so batching keeps the bytes.
         with torch.inference_mode():
-            sc = _make_scenes(seed, indices, scene)
+            sc = _make_scenes(seed, indices, scene, version)
             bounds = _screen_bounds(sc, scene_intrinsics(scene, (h, w)).tolist(), h, w)
             n_ty, n_tx = -(-h // _TILE), -(-w // _TILE)
             pairs = _tile_pairs(sc, bounds, n_ty, n_tx)
@@ -642,19 +781,23 @@ def render_batch(seed: int, indices: Sequence[int], size: tuple[int, int] = (240
             torch.set_num_threads(threads)
 
 
-def _make_scenes(seed: int, indices: Sequence[int], scene: str) -> _Scene:
-    """Parameters of frames ``indices``, batched (each row depends only on ``(seed, index, scene)``)."""
-    u = torch.empty(len(indices), _N_RANDOM)
+def _make_scenes(seed: int, indices: Sequence[int], scene: str, version: int = 2) -> _Scene:
+    """Parameters of frames ``indices``, batched (each row depends only on ``(seed, index, scene, version)``)."""
+    nyu = scene == "indoor" and version >= 2
+    n_random = 2 * _N_RANDOM if nyu else _N_RANDOM
+    u = torch.empty(len(indices), n_random)
     for row, index in enumerate(indices):
-        g = torch.Generator().manual_seed(_frame_seed(seed, index, scene))
-        u[row] = torch.rand(_N_RANDOM, generator=g)
-    return _outdoor(u) if scene == "outdoor" else _indoor(u)
+        g = torch.Generator().manual_seed(_frame_seed(seed, index, scene + (":v2" if nyu else "")))
+        u[row] = torch.rand(n_random, generator=g)
+    if scene == "outdoor":
+        return _outdoor(u)
+    return _indoor_nyu(u) if nyu else _indoor(u)
 
 
 def _frames(sc: _Scene, i: int, j: int) -> _Scene:
     """Frames ``i:j`` of a batched :class:`_Scene` (views)."""
     return _Scene(sc.cam_pos[i:j], sc.cam_rot[i:j], sc.table[i:j], sc.n_box, sc.n_sph, sc.n_cyl, sc.lights[i:j],
-                  sc.ambient[i:j], sc.outdoor, sc.noise_seed[i:j])
+                  sc.ambient[i:j], sc.outdoor, sc.noise_seed[i:j], None if sc.post is None else sc.post[i:j])
 
 
 def _render(sc: _Scene, pairs: list[tuple], size: tuple[int, int], scene: str,
@@ -728,6 +871,10 @@ def _render(sc: _Scene, pairs: list[tuple], size: tuple[int, int], scene: str,
         c1 = attr[_F["r1"]:_F["b1"] + 1, :, 0].transpose(0, 1)  # (B, 3, P)
         dc = attr[_F["dr"]:_F["db"] + 1, :, 0].transpose(0, 1)
         albedo = c1 + dc * pattern
+        if sc.post is not None:  # version 2: the room's floor in its own colour (k_floor is 1 on the room only)
+            floor = at("k_floor") * (lny > 0.5)
+            fcol = attr[_F["fr"]:_F["fb"] + 1, :, 0].transpose(0, 1)
+            albedo = albedo + floor * (fcol * (0.8 + 0.4 * pattern) - albedo)
 
         # Lambertian shading.
         shade = sc.ambient.view(b, 1, 1)  # + each light's diffuse term (broadcasts to (B, 1, P))
@@ -758,6 +905,9 @@ def _render(sc: _Scene, pairs: list[tuple], size: tuple[int, int], scene: str,
                 diffuse = diffuse * _upsample(lit, shadow_stride, h, w).view(b, 1, p)
             shade = shade + diffuse
         rgb = (albedo * shade).clamp_(0.0, 1.0).sqrt_()  # gamma 2 (in place: fewer pixel-sized buffers)
+        holes = None
+        if sc.post is not None:
+            rgb, t, holes = _sensor(rgb, t, sc.post, sc.noise_seed, h, w)
         if sc.outdoor:  # sky gradient where nothing was hit
             up = (d[:, 1:2] / (d[:, 0:1] * d[:, 0:1] + d[:, 1:2] * d[:, 1:2] + d[:, 2:3] * d[:, 2:3]).sqrt()).clamp(0.0, 1.0)
             sky = torch.tensor([0.75, 0.85, 0.95]).view(1, 3, 1) - up * torch.tensor([0.35, 0.25, 0.1]).view(1, 3, 1)
@@ -767,9 +917,44 @@ def _render(sc: _Scene, pairs: list[tuple], size: tuple[int, int], scene: str,
         depth = t.view(b, 1, h, w)
         lo, hi = (INDOOR_DEPTH if not sc.outdoor else (1e-3, OUTDOOR_MAX_DEPTH))
         mask = hit.view(b, 1, h, w) & (depth >= lo) & (depth <= hi)
+        if holes is not None:
+            mask &= ~holes.view(b, 1, h, w)
         depth = depth * mask
         intr = scene_intrinsics(scene, (h, w)).expand(b, 4).clone()
     return {"image": image.clone(), "depth": depth.clone(), "mask": mask.clone(), "intrinsics": intr}
+
+
+def _sensor(rgb: torch.Tensor, t: torch.Tensor, post: torch.Tensor, seed: torch.Tensor, h: int,
+            w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Version 2's camera and Kinect: ``rgb (B, 3, P)`` in [0, 1], z-depth ``t (B, P)``, ``post (B, 8)`` from
+    :func:`_indoor_nyu` -> ``(rgb, t, holes (B, P) bool)``.
+
+    RGB: exposure x white balance, a contrast curve ``x + c (x^2 - x)`` (NYU's frames are darker than a
+    plain render), uniform per-pixel noise. Depth: the Kinect's axial noise, sigma = 1.2 mm + 1.9 mm
+    (z - 0.4)^2 (Nguyen et al. 2012), from a triangular (sum of two uniforms) variable of that deviation;
+    holes where the projector's pattern is shadowed (a surface more than 7% + 5 cm farther than one within
+    ``W / 80`` pixels to its right) and on dark surfaces (with the frame's rate). Only exact float32 ops and
+    integer hashes: the bytes are the same on every machine.
+    """
+    b, _, p = rgb.shape
+    gain, wr, wb, contrast, sigma, dark_rate = (post[:, i].view(b, 1, 1) for i in range(6))
+    wbal = torch.cat([wr, torch.ones_like(wr), wb], 1)  # (B, 3, 1)
+    rgb = rgb * (gain * wbal)
+    rgb = (rgb + contrast * (rgb * rgb - rgb)).clamp_(0.0, 1.0)
+    pix = torch.arange(p, dtype=torch.int32).view(1, 1, p) * 374761393 + seed.view(b, 1, 1)
+    chan = torch.arange(1, 4, dtype=torch.int32).view(1, 3, 1) * 668265263
+    rgb = (rgb + sigma * 2.0 * (_hash2(pix, chan) - 0.5)).clamp_(0.0, 1.0)
+    n1 = _hash2(pix, torch.tensor(1013904223, dtype=torch.int32))[:, 0]
+    n2 = _hash2(pix, torch.tensor(-1640531535, dtype=torch.int32))[:, 0]
+    dz = t - 0.4
+    t = t + (0.0012 + 0.0019 * dz * dz) * (n1 + n2 - 1.0) * 2.4494897
+    tz = t.view(b, h, w)
+    shadow = torch.zeros(b, h, w, dtype=torch.bool)
+    for s in range(1, max(1, w // 80) + 1):
+        shadow[:, :, :-s] |= tz[:, :, s:] < tz[:, :, :-s] * 0.93 - 0.05
+    n3 = _hash2(pix, torch.tensor(362437, dtype=torch.int32))[:, 0]
+    dark = (rgb.sum(1) < 0.3) & (n3 < dark_rate.view(b, 1))
+    return rgb, t, shadow.view(b, p) | dark
 
 
 class SynthDataset(DepthDataset):
@@ -784,14 +969,22 @@ class SynthDataset(DepthDataset):
         seed: sequence seed (default 0). scene: ``"indoor"`` (default) or ``"outdoor"``.
         pairs: if > 0, also return DIW-style ``pairs (K, 4)`` and ``relation (K,)`` from the exact depth.
         shadow_stride: see :func:`render_batch`.
+        version: generator version, see :func:`render_batch` (default 2, NYU-like rooms).
+
+    Speed: a DataLoader fetches a whole batch through ``__getitems__``, rendered in one batched pass; reading
+    ``dataset[i]`` in order (``i`` right after the previous index) renders the next ``read_ahead`` frames in
+    one pass and serves them from memory, so a per-sample loop runs at the batched rate. Random single reads
+    render one frame.
     """
+
+    read_ahead = 16
 
     kind = "synth"
     _SPLIT_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_003}
 
     def __init__(self, split: str = "train", transform: Callable | None = None, *, n: int = 1000,
                  size: tuple[int, int] = (240, 320), seed: int = 0, scene: str = "indoor", pairs: int = 0,
-                 shadow_stride: int = 4) -> None:
+                 shadow_stride: int = 4, version: int = 2) -> None:
         super().__init__(transform)
         if split not in self._SPLIT_OFFSET:
             raise ValueError(f"open_dataset('synth'): split={split!r} is not one of {list(self._SPLIT_OFFSET)}")
@@ -808,18 +1001,36 @@ class SynthDataset(DepthDataset):
         self.n, self.size, self.scene = int(n), (int(size[0]), int(size[1])), scene
         self.seed = int(seed) + self._SPLIT_OFFSET[split]
         self.pairs, self.shadow_stride = int(pairs), int(shadow_stride)
+        if version not in VERSIONS:
+            raise ValueError(f"open_dataset('synth'): version={version!r} is not one of {VERSIONS}")
+        self.version = int(version)
+        self._ahead: dict[int, dict[str, Any]] = {}
+        self._last = -2
 
     def __len__(self) -> int:
         return self.n
 
     def load(self, index: int) -> dict[str, Any]:
-        return self.load_batch([index])[0]
+        sequential, self._last = index == self._last + 1, index
+        if index not in self._ahead:
+            block = range(index, min(self.n, index + self.read_ahead)) if sequential else [index]
+            self._ahead = dict(zip(block, self.load_batch(block)))
+        return self._ahead.pop(index)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch of samples rendered in one pass (what a DataLoader's fetcher calls); transformed."""
+        for i in indices:
+            if not -self.n <= i < self.n:
+                raise IndexError(f"{type(self).__name__}: index {i} out of range for {self.n} samples")
+        samples = self.load_batch([i % self.n for i in indices])
+        return [self.transform(s) for s in samples] if self.transform is not None else samples
 
     def load_batch(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """Render several frames in one batched pass (untransformed samples)."""
         from depthlib.metrics import sample_ordinal_pairs  # the library's one pair sampler (and sign convention)
 
-        out = render_batch(self.seed, indices, self.size, self.scene, shadow_stride=self.shadow_stride)
+        out = render_batch(self.seed, indices, self.size, self.scene, shadow_stride=self.shadow_stride,
+                           version=self.version)
         samples = []
         for row, index in enumerate(indices):
             s = {"image": out["image"][row], "depth": out["depth"][row], "mask": out["mask"][row],

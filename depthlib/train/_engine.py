@@ -4,7 +4,11 @@ schedule and the loss, to move a batch to the device and to apply the loss to ev
 from __future__ import annotations
 
 import contextlib
+import functools
+import platform
 import random
+import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,16 +41,123 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
-    """The optimiser of ``cfg`` over the model's trainable parameters (``lr`` overrides ``cfg.lr``)."""
+    """The optimiser of ``cfg`` over the model's trainable parameters (``lr`` overrides ``cfg.lr``).
+
+    With ``cfg.fused_optimizer`` the optimiser's fused kernel is used; where PyTorch has none for these
+    parameters (their device or dtype), one warning names the switch and the default implementation is used.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        cls, kw = torch.optim.SGD, {"momentum": cfg.momentum}
+    elif cfg.optimizer == "adam":
+        cls, kw = torch.optim.Adam, {"betas": cfg.betas, "eps": cfg.eps}
+    else:
+        cls, kw = torch.optim.AdamW, {"betas": cfg.betas, "eps": cfg.eps}
+    if cfg.fused_optimizer:
+        try:
+            return cls(params, lr=lr, weight_decay=cfg.weight_decay, fused=True, **kw)
+        except (RuntimeError, ValueError) as err:
+            warnings.warn(f"TrainConfig.fused_optimizer=True: no fused {cls.__name__} here ({err}); "
+                          "using the default implementation", RuntimeWarning, stacklevel=2)
+    return cls(params, lr=lr, weight_decay=cfg.weight_decay, **kw)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_features() -> dict[str, Any]:
+    """What this CPU offers the fast paths: ``{"model": str, "capability": torch's CPU capability,
+    "avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni": bool, "native_bf16": bool}``.
+
+    Read from ``/proc/cpuinfo`` (Linux); elsewhere the flags are False (bf16 is then never assumed).
+    """
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "flags" and not flags:
+                    flags = set(value.split())
+                elif key == "model name":
+                    model = value.strip()
+                if flags and key == "model name":
+                    break
+    except OSError:
+        pass
+    out: dict[str, Any] = {"model": model, "capability": torch.backends.cpu.get_cpu_capability()}
+    for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"):
+        out[name] = name in flags
+    out["native_bf16"] = out["avx512_bf16"] or out["amx_bf16"]
+    return out
+
+
+class Speed:
+    """The speed switches of a :class:`TrainConfig` as this machine honours them, decided once per ``fit``.
+
+    Attributes: ``channels_last`` (bool), ``cpu_bf16`` (bf16 autocast of the forward pass on the CPU),
+    ``compile`` (bool). A switch asked for that cannot be honoured warns once, naming it.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, *, distributed: bool = False) -> None:
+        self.channels_last = cfg.channels_last
+        self.cpu_bf16 = False
+        if device.type == "cpu" and cfg.cpu_amp is not None:
+            native = cpu_features()["native_bf16"]
+            self.cpu_bf16 = native
+            if cfg.cpu_amp == "bf16" and not native:
+                warnings.warn("TrainConfig.cpu_amp='bf16': this CPU has no native bf16 (avx512_bf16 / amx_bf16), "
+                              "where emulated bf16 is several times slower; training in float32",
+                              RuntimeWarning, stacklevel=3)
+        self.compile = cfg.compile
+        if cfg.compile and distributed:
+            warnings.warn("TrainConfig.compile=True: not applied under DDP here; training eagerly",
+                          RuntimeWarning, stacklevel=3)
+            self.compile = False
+        if self.compile and device.type == "cpu" and not any(
+                shutil.which(c) for c in ("g++", "c++", "clang++")):
+            warnings.warn("TrainConfig.compile=True: torch.compile needs a C++ compiler on the CPU and none was "
+                          "found; training eagerly", RuntimeWarning, stacklevel=3)
+            self.compile = False
+        self._compiled: Any = None
+        self._compiled_ok = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on the CPU when decided, else a no-op."""
+        if self.cpu_bf16:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def forward(self, net: nn.Module, image: torch.Tensor) -> Any:
+        """``net(image)``, through ``torch.compile`` when decided; a compilation that fails on the first
+        batch warns once and the run continues eagerly (the same weights, nothing lost)."""
+        if self.compile and self._compiled is None:
+            self._compiled = torch.compile(net)
+        if self.compile:
+            try:
+                out = self._compiled(image)
+                self._compiled_ok = True
+                return out
+            except Exception as err:  # noqa: BLE001 - any backend failure: fall back, as documented
+                if self._compiled_ok:
+                    raise
+                warnings.warn(f"TrainConfig.compile=True: torch.compile failed ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); training eagerly",
+                              RuntimeWarning, stacklevel=3)
+                self.compile = False
+        return net(image)
+
+
+def float_output(output: Any) -> Any:
+    """A model output (tensor or ``{"depth", "aux"}`` dict) in float32, for a loss computed outside autocast."""
+    if torch.is_tensor(output):
+        return output.float()
+    if isinstance(output, dict):
+        return {k: (v.float() if torch.is_tensor(v) else [a.float() for a in v] if isinstance(v, list) else v)
+                for k, v in output.items()}
+    return output
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler | None:
@@ -94,6 +205,7 @@ def prepare_batch(
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"batch['image'] must be (B, 3, H, W), got {tuple(image.shape)}")
     if cfg.channels_last:
+        # normalize() returned a fresh tensor: converting it is the batch's only layout copy
         image = image.contiguous(memory_format=torch.channels_last)
     targets = tuple(batch[k].to(device, non_blocking=True) if torch.is_tensor(batch[k]) else batch[k] for k in keys)
     return image, targets

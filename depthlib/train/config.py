@@ -16,6 +16,7 @@ _AMP = (None, "bf16", "fp16")
 _REDUCTIONS = ("per_image", "pixel")
 # A device string torch understands and this project runs on: "cpu", "cuda", "cuda:1", "mps".
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+_CPU_AMP = (None, "auto", "bf16")
 
 
 @dataclasses.dataclass
@@ -55,7 +56,8 @@ class TrainConfig:
         deterministic: ``torch.use_deterministic_algorithms(True)`` during ``fit`` (restored after).
         num_workers: DataLoader worker processes.
         drop_last: drop the last incomplete training batch.
-        channels_last: model and inputs in ``torch.channels_last`` memory format.
+        channels_last: model and inputs in ``torch.channels_last`` memory format (default on: the layout
+            oneDNN's convolutions want, 1.3-1.5x per training step on the CPUs measured).
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast; CUDA only (``"fp16"`` adds a GradScaler).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; under torchrun each process uses
             ``cuda:LOCAL_RANK`` when this is a CUDA device.
@@ -66,6 +68,26 @@ class TrainConfig:
         log_every: batches between two refreshes of the progress bar's loss / delta1 (each refresh
             synchronises with the device).
         progress: show tqdm bars; ``None`` shows them only on a terminal or in a notebook.
+
+    Speed switches (``benchmarks/bench_train.py`` measures them; each one the machine cannot honour falls
+    back with one warning naming it, never an error or a silent change of results):
+
+    Args:
+        cpu_amp: bf16 autocast of the forward pass on the CPU (the loss and the weights stay float32):
+            ``"auto"`` uses it only where the CPU has native bf16 (``avx512_bf16`` or ``amx_bf16``;
+            emulated bf16 on an AVX2-only CPU made a FastDepth step 8x slower), ``"bf16"`` asks for it
+            (warns and trains in float32 without native bf16), ``None`` (default) never: even with AMX,
+            a FastDepth step under bf16 autocast measured 1.1x (224x224) to 1.5x (64x96) the CPU time of
+            a float32 channels_last step (depthwise convolutions and per-layer casts gain nothing).
+            CUDA runs use ``amp`` instead.
+        fused_optimizer: the optimiser's fused kernel (``fused=True``: one pass over all parameters per
+            step instead of a loop of small ops); ``False`` keeps PyTorch's default implementation.
+        persistent_workers: with ``num_workers > 0``, keep the DataLoader workers (and their prefetched
+            batches) alive from one epoch to the next instead of starting them again every epoch. Off by
+            default: persistent workers carry their RNG across epochs, so a run resumed from ``last.pt``
+            would draw other augmentations than the uninterrupted one (no bit-identical resume).
+        compile: ``torch.compile`` the model for training (off by default: on the quick profile's runs
+            its compile time, tens of seconds on 2 cores, is not paid back; see the benchmark).
     """
 
     epochs: int = 1
@@ -88,7 +110,7 @@ class TrainConfig:
     deterministic: bool = True
     num_workers: int = 0
     drop_last: bool = False
-    channels_last: bool = False
+    channels_last: bool = True
     amp: str | None = None
     device: str = "cpu"
     max_depth: float | None = None
@@ -97,6 +119,11 @@ class TrainConfig:
     eval_batch_size: int | None = None
     log_every: int = 10
     progress: bool | None = None
+    # ---- speed switches (issue 9); validated in _validate_speed
+    cpu_amp: str | None = None
+    fused_optimizer: bool = True
+    persistent_workers: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # Lists arrive from YAML profiles; tuples keep the config hashable-looking and comparable.
@@ -185,6 +212,7 @@ class TrainConfig:
         _positive_int(self, "log_every")
         if self.progress is not None and not isinstance(self.progress, bool):
             raise ValueError(f"TrainConfig.progress must be None, True or False, got {self.progress!r}")
+        _validate_speed(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only (a callable loss is recorded by its qualified name), for checkpoints."""
@@ -208,6 +236,14 @@ def _bool(cfg: TrainConfig, name: str) -> None:
     if not isinstance(value, bool):
         hint = " (a string is not a bool: 'False' and 'no' would be taken as true)" if isinstance(value, str) else ""
         raise ValueError(f"TrainConfig.{name} must be True or False, got {value!r}{hint}")
+
+
+def _validate_speed(cfg: TrainConfig) -> None:
+    """The speed switches: types only; what the machine can honour is decided (with a warning) in ``fit``."""
+    _choice(cfg, "cpu_amp", _CPU_AMP)
+    for name in ("channels_last", "fused_optimizer", "persistent_workers", "compile"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(cfg, name)!r}")
 
 
 def _positive_int(cfg: TrainConfig, name: str) -> None:
