@@ -11,7 +11,7 @@ PROFILE ?= quick
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements-lock.txt -e '.[book,dev]'
+	$(PY) -m pip install -q -c requirements-lock.txt -e '.[book,dev,deploy]'
 	touch $(STAMP)
 
 install: $(STAMP)
