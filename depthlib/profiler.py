@@ -113,7 +113,8 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 22
     try:
         with torch.inference_mode():
             timing = time_fn(functools.partial(model, x), warmup=warmup, repeats=repeats,
-                             threads=int(threads) if dev.type == "cpu" and threads is not None else None, device=dev)
+                             threads=int(threads) if dev.type == "cpu" and threads is not None else None,
+                             device=dev)
     finally:
         model.train(was_training)
     return timing.median_ms

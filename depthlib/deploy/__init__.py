@@ -23,19 +23,20 @@ Example:
 """
 
 from ._common import ArtifactError, RuntimeNotAvailable, UnsupportedOperatorError
-from .accuracy import accuracy_change, predict
+from .accuracy import accuracy_change, predict, stack_samples
 from .export import DeployModule, build_tvm, calibration_batches, export_executorch, export_litert, export_onnx
-from .forms import FORMS, Form, build_forms, file_size_mb, measure_forms
+from .forms import FORMS, Form, briefly_trained, build_forms, file_size_mb, measure_forms
 from .harness import (Timing, cpu_flags, gemm_peak, latency_record, machine_info, time_fn, time_interleaved,
                       time_isolated)
 from .quantize import onnx_input_size, onnx_int8_dynamic, onnx_int8_static
-from .runtimes import ExecuTorchRunner, LiteRTRunner, OrtRunner, Runner, TorchRunner, TvmRunner, load_runner
+from .runtimes import (ExecuTorchRunner, LiteRTRunner, OrtRunner, Runner, TorchRunner, TvmRunner, bound_runner,
+                       load_runner)
 
 __all__ = [
-    "ArtifactError", "DeployModule", "ExecuTorchRunner", "FORMS", "Form", "LiteRTRunner", "OrtRunner", "Runner",
+    "ArtifactError", "DeployModule", "bound_runner", "briefly_trained", "ExecuTorchRunner", "FORMS", "Form", "LiteRTRunner", "OrtRunner", "Runner",
     "RuntimeNotAvailable", "Timing", "TorchRunner", "TvmRunner", "UnsupportedOperatorError", "accuracy_change",
     "build_forms", "build_tvm", "calibration_batches", "cpu_flags", "export_executorch", "export_litert",
     "export_onnx", "file_size_mb", "gemm_peak", "latency_record", "load_runner", "machine_info", "measure_forms",
-    "onnx_input_size", "onnx_int8_dynamic", "onnx_int8_static", "predict", "time_fn", "time_interleaved",
-    "time_isolated",
+    "onnx_input_size", "onnx_int8_dynamic", "onnx_int8_static", "predict", "stack_samples", "time_fn",
+    "time_interleaved", "time_isolated",
 ]

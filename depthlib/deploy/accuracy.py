@@ -14,7 +14,7 @@ import torch
 
 from depthlib.metrics import align_scale_shift, depth_metrics
 
-__all__ = ["predict", "accuracy_change"]
+__all__ = ["predict", "accuracy_change", "stack_samples"]
 
 
 def predict(run: Callable, images: torch.Tensor, batch_size: int = 1) -> torch.Tensor:
@@ -65,3 +65,17 @@ def accuracy_change(pred: torch.Tensor, reference: torch.Tensor, depth: torch.Te
         "delta1_change": m["delta1"] - m_ref["delta1"],
     }
 
+
+
+def stack_samples(dataset, n: int | None = None, start: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Samples ``start .. start + n`` of a depthlib dataset as tensors (``n=None``: to the end).
+
+    Returns:
+        ``images (N, 3, H, W)``, ``depths (N, 1, H, W)``, ``masks (N, 1, H, W)`` bool.
+    """
+    stop = len(dataset) if n is None else start + int(n)
+    if not 0 <= start < stop <= len(dataset):
+        raise ValueError(f"samples {start}..{stop} requested from a dataset of {len(dataset)}")
+    samples = [dataset[i] for i in range(start, stop)]
+    return (torch.stack([s["image"] for s in samples]), torch.stack([s["depth"] for s in samples]),
+            torch.stack([s["mask"] for s in samples]))

@@ -27,7 +27,7 @@ from .harness import gemm_peak, latency_record, machine_info, time_interleaved
 from .quantize import onnx_int8_dynamic, onnx_int8_static
 from .runtimes import ExecuTorchRunner, LiteRTRunner, OrtRunner, Runner, TorchRunner, TvmRunner
 
-__all__ = ["Form", "FORMS", "build_forms", "measure_forms", "file_size_mb"]
+__all__ = ["Form", "FORMS", "build_forms", "measure_forms", "file_size_mb", "briefly_trained"]
 
 #: (runtime, precision) pairs :func:`build_forms` knows, in table order. ``onnxruntime`` fp32 is the "plain"
 #: ONNX Runtime export (default session options but the thread count), the reference of the speed targets.
@@ -229,3 +229,35 @@ def measure_forms(forms: Sequence[Form], *, threads: Sequence[int] = (1, 2), ima
         table[col] = [m / ref[t] if t in ref.index else float("nan")
                       for m, t in zip(table.get("median_ms", pd.Series(dtype=float)), table.get("threads"))]
     return table
+
+
+def briefly_trained(name: str, train_data, *, epochs: int, pretrained_encoder=None, batch_size: int = 4,
+                    lr: float = 0.01, seed: int = 0, threads: int | None = None) -> nn.Module:
+    """A preset fitted for a few epochs (FastDepth's SGD recipe, L1): weights whose predictions have a metric
+    scale, so that the change a deployed form makes to RMSE and delta1 means something. Not a reproduction of
+    any paper's accuracy.
+
+    Args:
+        name: a preset of :func:`depthlib.models.create_model`.
+        train_data: a depthlib dataset (images in [0, 1] at the export size).
+        epochs: 0 returns the initialised model (ImageNet encoder if given, random decoder).
+        pretrained_encoder: passed to ``create_model``.
+        threads: ``torch.set_num_threads`` during training (restored).
+    """
+    from depthlib.models import create_model
+    from depthlib.train import TrainConfig, fit
+
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    torch.manual_seed(seed)
+    model = create_model(name, pretrained_encoder=pretrained_encoder)
+    if epochs:
+        old = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            fit(model, train_data, config=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, loss="l1",
+                                                      seed=seed, deterministic=False, progress=False))
+        finally:
+            torch.set_num_threads(old)
+    return model.eval()

@@ -23,7 +23,8 @@ from torch import nn
 from ._common import ArtifactError, check_artifact, require
 from .export import DeployModule
 
-__all__ = ["Runner", "TorchRunner", "OrtRunner", "ExecuTorchRunner", "TvmRunner", "LiteRTRunner", "load_runner"]
+__all__ = ["Runner", "TorchRunner", "OrtRunner", "ExecuTorchRunner", "TvmRunner", "LiteRTRunner", "load_runner",
+           "bound_runner"]
 
 
 class Runner:
@@ -280,3 +281,9 @@ def load_runner(path, *, threads: int = 1, precision: str = "fp32", **kwargs: An
     if path.suffix not in _BY_SUFFIX:
         raise ValueError(f"{path}: unknown artifact suffix {path.suffix!r}; expected one of {sorted(_BY_SUFFIX)}")
     return _BY_SUFFIX[path.suffix](path, threads=threads, precision=precision, **kwargs)
+
+
+def bound_runner(path, images, *, threads: int = 1, precision: str = "fp32") -> Callable[[], Any]:
+    """``load_runner(path).bind(images)``: a picklable factory for :func:`depthlib.deploy.time_isolated`, which
+    builds the runner inside a fresh process (``time_isolated(bound_runner, path, images, threads=2)``)."""
+    return load_runner(path, threads=threads, precision=precision).bind(images)
