@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the repeats are split into")
-    p.add_argument("--train-epochs", type=int, default=3, help="epochs fitted on the NYU half (0: as initialised)")
+    p.add_argument("--train-epochs", type=int, default=5, help="epochs fitted on the NYU half (0: as initialised)")
     p.add_argument("--tune-trials", type=int, default=0, help="TVM MetaSchedule trials (0: no tuned TVM row)")
     p.add_argument("--forms", nargs="+", default=None, help="runtime:precision pairs (default: all)")
     p.add_argument("--work-dir", type=pathlib.Path, default=None, help="exports and fitted weights")

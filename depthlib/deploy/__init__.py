@@ -33,7 +33,8 @@ from .runtimes import (ExecuTorchRunner, LiteRTRunner, OrtRunner, Runner, TorchR
                        load_runner)
 
 __all__ = [
-    "ArtifactError", "DeployModule", "bound_runner", "briefly_trained", "ExecuTorchRunner", "FORMS", "Form", "LiteRTRunner", "OrtRunner", "Runner",
+    "ArtifactError", "DeployModule", "ExecuTorchRunner", "FORMS", "Form", "LiteRTRunner", "OrtRunner", "Runner",
+    "bound_runner", "briefly_trained",
     "RuntimeNotAvailable", "Timing", "TorchRunner", "TvmRunner", "UnsupportedOperatorError", "accuracy_change",
     "build_forms", "build_tvm", "calibration_batches", "cpu_flags", "export_executorch", "export_litert",
     "export_onnx", "file_size_mb", "gemm_peak", "latency_record", "load_runner", "machine_info", "measure_forms",
