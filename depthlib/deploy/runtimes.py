@@ -191,8 +191,13 @@ class ExecuTorchRunner(Runner):
         self._program = program
         shape = tuple(self.method.metadata.input_tensor_meta(0).sizes())
         super().__init__(precision=precision, threads=threads, input_shape=shape, path=path)
-        self._reset = pybind._unsafe_reset_threadpool
+        self._pool = pybind
         self._reset(threads)
+
+    def _reset(self, threads: int) -> None:
+        # the reset is "unsafe" (it rebuilds the process-wide pool under running threads): only when needed
+        if self._pool._threadpool_get_thread_count() != threads:
+            self._pool._unsafe_reset_threadpool(threads)
 
     def run(self, arr: np.ndarray) -> np.ndarray:
         return self.method.execute([torch.from_numpy(arr)])[0].numpy()
