@@ -16,15 +16,16 @@ What is counted:
   checkpoint; sagar2021 reports 11.8 MB / 5.9 MB).
 
 Latency (:func:`measure_latency`): the median over ``repeats`` timed forward passes after ``warmup`` untimed
-ones, in ``torch.inference_mode``; on CPU with a fixed ``torch.set_num_threads`` restored afterwards, on CUDA
-timed with CUDA events after synchronisation.
+ones, in ``torch.inference_mode``, measured by the book's one latency harness
+(:func:`depthlib.deploy.harness.time_fn`): on CPU with a fixed ``torch.set_num_threads`` restored afterwards,
+on CUDA timed with CUDA events after synchronisation. For quartiles, other runtimes and precisions, see
+:mod:`depthlib.deploy`.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -107,32 +108,16 @@ def measure_latency(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 22
     model.eval()
     model.to(device=dev, dtype=dtype, memory_format=fmt)
     x = torch.randn(size, device=dev, dtype=dtype).contiguous(memory_format=fmt)
-    old_threads = torch.get_num_threads()
-    if dev.type == "cpu" and threads is not None:
-        torch.set_num_threads(int(threads))
-    times: list[float] = []
+    from depthlib.deploy.harness import time_fn  # deploy sits beside the profiler; imported late: no cycle
+
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-                for _ in range(repeats):
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    model(x)
-                    end.record()
-                    torch.cuda.synchronize(dev)
-                    times.append(start.elapsed_time(end))
-            else:
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    model(x)
-                    times.append((time.perf_counter() - t0) * 1e3)
+            timing = time_fn(functools.partial(model, x), warmup=warmup, repeats=repeats,
+                             threads=int(threads) if dev.type == "cpu" and threads is not None else None,
+                             device=dev)
     finally:
-        torch.set_num_threads(old_threads)
         model.train(was_training)
-    return statistics.median(times)
+    return timing.median_ms
 
 
 def profile_model(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224), *, latency: bool = False,
