@@ -70,6 +70,12 @@ def test_prune_to_macs_target_meets_it(fastdepth):
     assert macs > 0.2 * base  # stops at the first step meeting it, not at max_ratio
 
 
+def test_prune_to_params_target_meets_it(fastdepth):
+    base = count_params(fastdepth)
+    small = prune(fastdepth, X, target_params=int(0.6 * base), steps=20)
+    assert 0.4 * base < count_params(small) <= 0.6 * base
+
+
 def test_prune_taylor_needs_and_uses_gradients(fastdepth):
     with pytest.raises(ValueError, match="grad_fn"):
         prune(fastdepth, X, ratio=0.3, importance="taylor")

@@ -13,7 +13,7 @@ Evaluating a relative-depth model (MiDaS small) their way or correctly is a swit
 ``align="inverse"`` fits scale and shift by least squares in inverse depth first.
 """
 
-from depthlib.prune.netadapt import HISTORY_COLUMNS, NetAdaptResult, netadapt
+from depthlib.prune.netadapt import HISTORY_COLUMNS, NetAdaptResult, load_iteration, netadapt, netadapt_fit
 from depthlib.prune.structured import (IMPORTANCES, apply_shapes, channel_table, get_importance, load_pruned, prunable_layers,
                                        prune, save_pruned)
 from depthlib.prune.unstructured import (HALY_FINE_SPARSITIES, HALY_LAYER_SPARSITIES, layers_by_magnitude, make_permanent,
@@ -21,7 +21,7 @@ from depthlib.prune.unstructured import (HALY_FINE_SPARSITIES, HALY_LAYER_SPARSI
 
 __all__ = [
     "prune", "prunable_layers", "channel_table", "get_importance", "IMPORTANCES", "save_pruned", "load_pruned",
-    "apply_shapes", "netadapt", "NetAdaptResult", "HISTORY_COLUMNS", "prune_unstructured", "prune_whole_layers",
+    "apply_shapes", "netadapt", "netadapt_fit", "load_iteration", "NetAdaptResult", "HISTORY_COLUMNS", "prune_unstructured", "prune_whole_layers",
     "make_permanent", "nominal_params", "sparsity_report", "layers_by_magnitude", "HALY_FINE_SPARSITIES",
     "HALY_LAYER_SPARSITIES",
 ]

@@ -37,7 +37,7 @@ from depthlib.profiler import count_macs, count_params, measure_latency
 from depthlib.prune.structured import (_atomic_save, _check_example, _graph, _groups, _layer_shapes, _output_layers,
                                        _resolve, apply_shapes, get_importance)
 
-__all__ = ["NetAdaptResult", "netadapt", "HISTORY_COLUMNS"]
+__all__ = ["NetAdaptResult", "netadapt", "netadapt_fit", "load_iteration", "HISTORY_COLUMNS"]
 
 #: Columns of :attr:`NetAdaptResult.history`.
 HISTORY_COLUMNS = ("iteration", "layer", "channels_before", "channels_after", "resource", "target", "macs",
@@ -212,12 +212,19 @@ def _propose(net: nn.Module, example_inputs: torch.Tensor, name: str, group: Any
         return None
     order = torch.argsort(imp(group)).tolist()  # least important first
 
+    names = {id(m): n for n, m in net.named_modules()}
+    fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
+
     def pruned(n: int) -> tuple[nn.Module, float]:
+        # the group is resolved once on ``net``'s graph and replayed on a copy, layer by layer (one trace per
+        # iteration instead of one per proposal); graph-only nodes (concat, split) carry no weights
+        plan = [(names[id(dep.target.module)], dep, tp._helpers.to_plain_idxs(idxs))
+                for dep, idxs in dg.get_pruning_group(root, fn, idxs=order[:n]) if id(dep.target.module) in names]
         cand = copy.deepcopy(net)
-        layer = dict(cand.named_modules())[name]
-        cdg = _graph(cand, example_inputs)
-        fn = tp.prune_linear_out_channels if isinstance(layer, nn.Linear) else tp.prune_conv_out_channels
-        cdg.get_pruning_group(layer, fn, idxs=order[:n]).prune()
+        modules = dict(cand.named_modules())
+        for layer, dep, idxs in plan:
+            dep.handler.__self__.pruning_dim = dep.target.pruning_dim
+            dep.handler(modules[layer], idxs)
         return cand, measure(cand)
 
     cand, res = pruned(1)
@@ -240,3 +247,61 @@ def _propose(net: nn.Module, example_inputs: torch.Tensor, name: str, group: Any
             break
         cand, res, n = smaller, r, n - 1
     return cand, channels, channels - n, res
+
+
+def load_iteration(out_dir: str | os.PathLike, iteration: int, model: nn.Module) -> nn.Module:
+    """The network after NetAdapt iteration ``iteration`` (1-based) of the run in ``out_dir``: ``model`` (the
+    unpruned architecture, resized in place) with that checkpoint's widths and weights, in eval mode."""
+    path = pathlib.Path(out_dir) / f"iter_{int(iteration):03d}.pt"
+    if not path.is_file():
+        have = [p.name for p in _checkpoints(pathlib.Path(out_dir))] if pathlib.Path(out_dir).is_dir() else []
+        raise FileNotFoundError(f"no NetAdapt checkpoint {path}; the folder has {have or 'none'}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return apply_shapes(model, saved["state_dict"], saved["groups"]).eval()
+
+
+def netadapt_fit(model: nn.Module, train_data: Any, score_data: Any, example_inputs: torch.Tensor, *, budget: float,
+                 short_config: Any, long_config: Any | None = None, score_metric: str = "delta1",
+                 out_dir: str | os.PathLike | None = None, **kwargs: Any) -> NetAdaptResult:
+    """:func:`netadapt` with :func:`depthlib.train.fit` as its fine-tunes and :func:`depthlib.train.evaluate` as
+    its score: the recipe the chapters use.
+
+    Args:
+        train_data: samples for the fine-tunes (``fit``'s ``train_data``).
+        score_data: held-out samples scoring each proposal with ``score_metric`` (higher is better; for an
+            error metric such as ``"rmse"`` its negative is used).
+        short_config: the :class:`~depthlib.train.TrainConfig` of each proposal's fine-tune; iteration ``i``
+            fine-tunes with seed ``short_config.seed + i``, so a resumed run repeats it exactly.
+        long_config: the final fine-tune's config (``None``: none).
+        **kwargs: passed to :func:`netadapt` (``step``, ``resource``, ``layers``, ``progress``...).
+    """
+    from depthlib.train import evaluate, fit
+
+    sign = 1.0 if score_metric.startswith("delta") else -1.0
+
+    def short_term(m: nn.Module, it: int) -> None:
+        fit(m, train_data, None, dataclasses.replace(short_config, seed=short_config.seed + it, progress=False))
+
+    def score(m: nn.Module) -> float:
+        return sign * evaluate(m, score_data, short_config)[score_metric]
+
+    def long_term(m: nn.Module) -> None:
+        fit(m, train_data, None, long_config)
+
+    settings = {"short_config": _plain(short_config.to_dict()),
+                "long_config": _plain(long_config.to_dict()) if long_config is not None else None,
+                "score_metric": score_metric, "n_train": len(train_data), "n_score": len(score_data),
+                **kwargs.pop("settings", {})}
+    return netadapt(model, example_inputs, budget=budget, score=score, short_term=short_term,
+                    long_term=long_term if long_config is not None else None, out_dir=out_dir, settings=settings, **kwargs)
+
+
+def _plain(value: Any) -> Any:
+    # settings are stored with weights_only=True: only plain containers and scalars
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)

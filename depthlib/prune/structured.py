@@ -34,7 +34,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from depthlib.profiler import count_macs, measure_latency
+from depthlib.profiler import count_macs, count_params, measure_latency
 
 __all__ = ["IMPORTANCES", "get_importance", "prunable_layers", "channel_table", "prune", "save_pruned",
            "load_pruned", "apply_shapes"]
@@ -128,7 +128,8 @@ def _check_example(example_inputs: Any) -> torch.Tensor:
 
 
 def prune(model: nn.Module, example_inputs: torch.Tensor, *, ratio: float | None = None,
-          target_macs: int | None = None, target_latency_ms: float | None = None, importance: str = "l1",
+          target_macs: int | None = None, target_latency_ms: float | None = None, target_params: int | None = None,
+          importance: str = "l1",
           ignored_layers: Iterable[str] = (), global_pruning: bool = False, round_to: int | None = None,
           steps: int = 20, max_ratio: float = 0.9, grad_fn: Callable[[nn.Module], torch.Tensor] | None = None,
           latency_kwargs: dict[str, Any] | None = None) -> nn.Module:
@@ -140,6 +141,7 @@ def prune(model: nn.Module, example_inputs: torch.Tensor, *, ratio: float | None
         ratio: fraction of channels removed from every prunable group, in [0, 1).
         target_macs: prune in ``steps`` uniform steps (up to ``max_ratio``) until MACs <= this.
         target_latency_ms: the same with :func:`depthlib.profiler.measure_latency` (``latency_kwargs``).
+        target_params: the same with :func:`depthlib.profiler.count_params`.
         importance: ``"l1"``, ``"l2"`` or ``"taylor"``.
         ignored_layers: names of layers whose output channels are kept.
         global_pruning: rank channels across groups instead of pruning each group by the same ratio.
@@ -155,9 +157,11 @@ def prune(model: nn.Module, example_inputs: torch.Tensor, *, ratio: float | None
     """
     example_inputs = _check_example(example_inputs)
     given = {k: v for k, v in (("ratio", ratio), ("target_macs", target_macs),
-                               ("target_latency_ms", target_latency_ms)) if v is not None}
+                               ("target_latency_ms", target_latency_ms), ("target_params", target_params))
+             if v is not None}
     if len(given) != 1:
-        raise ValueError(f"give exactly one of ratio, target_macs, target_latency_ms; got {sorted(given) or 'none'}")
+        raise ValueError("give exactly one of ratio, target_macs, target_latency_ms, target_params; got "
+                         f"{sorted(given) or 'none'}")
     if ratio is not None and not 0.0 <= float(ratio) < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio!r}")
     if not 0.0 < float(max_ratio) < 1.0:
@@ -171,14 +175,18 @@ def prune(model: nn.Module, example_inputs: torch.Tensor, *, ratio: float | None
     lat_kw = dict(latency_kwargs or {})
 
     def resource(m: nn.Module) -> float:
-        return count_macs(m, size) if target_macs is not None else measure_latency(m, size, **lat_kw)
+        if target_macs is not None:
+            return count_macs(m, size)
+        if target_params is not None:
+            return count_params(m)
+        return measure_latency(m, size, **lat_kw)
 
-    target = target_macs if target_macs is not None else target_latency_ms
+    target_name = next(iter(given))
+    target = given[target_name]
     if ratio is None:
         start = resource(net)
         if start <= target:
-            raise ValueError(f"budget already met: the model needs {start:,.4g} <= "
-                             f"{'target_macs' if target_macs is not None else 'target_latency_ms'}={target:,.4g}")
+            raise ValueError(f"budget already met: the model needs {start:,.4g} <= {target_name}={target:,.4g}")
     n_steps = 1 if ratio is not None else int(steps)
     pruner = tp.pruner.MetaPruner(
         net, example_inputs, importance=imp, global_pruning=global_pruning,
