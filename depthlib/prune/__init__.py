@@ -25,3 +25,6 @@ __all__ = [
     "make_permanent", "nominal_params", "sparsity_report", "layers_by_magnitude", "HALY_FINE_SPARSITIES",
     "HALY_LAYER_SPARSITIES",
 ]
+from depthlib.prune.study import METHODS, ssi_disparity, sweep  # noqa: E402  (above train: imports it lazily)
+
+__all__ += ["METHODS", "ssi_disparity", "sweep"]
