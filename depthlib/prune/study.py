@@ -82,7 +82,7 @@ def sweep(model: nn.Module, method: str, sparsities: Sequence[float], evaluation
             row["layers_zeroed"] = len(zeroed)
         else:
             try:
-                net = prune(model, torch.rand(size), target_params=int(row["nominal_params"]), steps=40,
+                net = prune(model, torch.rand(size), target_params=int(row["nominal_params"]), steps=20,
                             max_ratio=0.95) if s > 0 else copy.deepcopy(model)
             except ValueError as err:
                 row["note"] = str(err)

@@ -116,7 +116,7 @@ def sparsity_report(model: nn.Module, *, compresslevel: int = 6) -> dict[str, fl
 
     Returns:
         ``params`` (all parameters, zeros included), ``nonzero_params``, ``conv_weights``,
-        ``nonzero_conv_weights``, ``sparsity`` (zero fraction of the conv weights), ``dense_bytes`` (the
+        ``nonzero_conv_weights``, ``zero_fraction`` (of the conv weights), ``dense_bytes`` (the
         ``torch.save`` file of the state dict) and ``gzip_bytes`` (that file gzip-compressed at ``compresslevel``).
         Masks still attached count as pruned (the effective weight ``weight_orig * weight_mask`` is counted).
     """
@@ -133,6 +133,6 @@ def sparsity_report(model: nn.Module, *, compresslevel: int = 6) -> dict[str, fl
                 conv_nonzero += nz
     raw = _state_bytes(model)
     return {"params": params, "nonzero_params": nonzero, "conv_weights": conv, "nonzero_conv_weights": conv_nonzero,
-            "sparsity": 1.0 - conv_nonzero / conv if conv else 0.0, "dense_bytes": len(raw),
+            "zero_fraction": 1.0 - conv_nonzero / conv if conv else 0.0, "dense_bytes": len(raw),
             "gzip_bytes": len(gzip.compress(raw, compresslevel=compresslevel, mtime=0))}
 
