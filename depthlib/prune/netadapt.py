@@ -164,7 +164,15 @@ def netadapt(model: nn.Module, example_inputs: torch.Tensor, *, budget: float, s
             break
         target = max(goal, current - float(step) * float(step_decay) ** it * r0)
         dg = _graph(net, example_inputs)
-        groups = _groups(net, dg, base_ignored(net))
+        # each group is rebuilt from its first root layer: after pruning, Torch-Pruning may root it elsewhere
+        modules = dict(net.named_modules())
+        groups = {}
+        for name in names:
+            layer = modules[name]
+            fn = tp.prune_linear_out_channels if isinstance(layer, nn.Linear) else tp.prune_conv_out_channels
+            n_out = dg.get_out_channels(layer)
+            if n_out is not None and n_out >= 2:
+                groups[name] = dg.get_pruning_group(layer, fn, idxs=list(range(n_out)))
         proposals = []
         bar = tqdm(names, desc=f"NetAdapt iteration {it + 1}", unit="group", leave=False,
                    disable=None if progress is None else not progress)
