@@ -240,3 +240,33 @@ def test_haly_table_parameter_counts_are_nominal():
     assert params == 16_600_929
     for s, printed in ((0.02, 16.3), (0.20, 13.3), (0.60, 6.6), (0.99, 0.17)):
         assert round(nominal_params(params, s) / 1e6, 2 if printed < 1 else 1) == printed
+
+
+# --- the chapters' sweep ---------------------------------------------------------------------------------
+
+def test_ssi_disparity_is_scale_and_shift_invariant():
+    from depthlib.prune import ssi_disparity
+
+    depth = torch.rand(2, 1, 16, 16) * 5 + 1
+    mask = torch.ones_like(depth, dtype=torch.bool)
+    assert float(ssi_disparity(3.0 / depth + 0.2, depth, mask)) == pytest.approx(0.0, abs=1e-5)
+    assert float(ssi_disparity(depth, depth, mask)) > 1e-3  # depth is not affine in disparity
+
+
+def test_sweep_rows_count_and_evaluate_both_ways():
+    from depthlib.prune import sweep
+    from depthlib.train import TrainConfig
+
+    torch.manual_seed(0)
+    data = [{"image": torch.rand(3, 32, 32), "depth": torch.rand(1, 32, 32) * 4 + 1,
+             "mask": torch.ones(1, 32, 32, dtype=torch.bool)} for _ in range(2)]
+    cfg = TrainConfig(batch_size=2, normalize=None, max_depth=10.0, progress=False)
+    lat = dict(warmup=0, repeats=1)
+    un = sweep(_tiny(), "unstructured", [0.0, 0.5], data, config=cfg, input_size=X.shape, latency_kwargs=lat)
+    st = sweep(_tiny(), "structured", [0.5], data, config=cfg, input_size=X.shape, latency_kwargs=lat)
+    assert un.loc[0, "nonzero_params"] > un.loc[1, "nonzero_params"] and un.loc[0, "params"] == un.loc[1, "params"]
+    assert un.loc[0, "macs"] == un.loc[1, "macs"]
+    assert st.loc[0, "params"] <= 0.5 * count_params(_tiny()) and st.loc[0, "macs"] < un.loc[0, "macs"]
+    assert (un["their_rmse"] != un["rmse"]).all()  # unaligned vs aligned
+    with pytest.raises(ValueError, match="method"):
+        sweep(_tiny(), "random", [0.5], data, config=cfg, input_size=X.shape)
