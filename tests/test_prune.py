@@ -270,3 +270,31 @@ def test_sweep_rows_count_and_evaluate_both_ways():
     assert (un["their_rmse"] != un["rmse"]).all()  # unaligned vs aligned
     with pytest.raises(ValueError, match="method"):
         sweep(_tiny(), "random", [0.5], data, config=cfg, input_size=X.shape)
+
+
+def test_midas_official_checkpoint_layout_maps_onto_midas_small(tmp_path):
+    from depthlib.models.midas_weights import _ENCODER_PREFIXES, load_midas_v21_small
+
+    torch.manual_seed(0)
+    src = create_model("midas-small")
+    inverse = {v: k for k, v in _ENCODER_PREFIXES.items()}
+    ckpt = {}
+    for key, value in src.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.startswith("decoder."):
+            ckpt["scratch." + key[len("decoder."):]] = value
+        else:
+            prefix = next(p for p in inverse if key.startswith(p))
+            ckpt[inverse[prefix] + key[len(prefix):]] = value
+    ckpt["scratch.refinenet4.resConfUnit1.conv1.weight"] = torch.zeros(1)  # MiDaS's never-called unit
+    torch.save(ckpt, tmp_path / "midas.pt")
+    dst = load_midas_v21_small(create_model("midas-small"), tmp_path / "midas.pt")
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(dst.eval()(x), src.eval()(x))
+    with pytest.raises(FileNotFoundError, match="midas_v21_small"):
+        load_midas_v21_small(create_model("midas-small"), tmp_path / "absent.pt")
+    del ckpt["scratch.output_conv.0.weight"]
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="output_conv"):
+        load_midas_v21_small(create_model("midas-small"), tmp_path / "bad.pt")
