@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluation = list(open_dataset("synth", split="test", n=32, size=(h, w), seed=0, scene="indoor"))
         eval_name = "procedural test scenes (no ../shared NYU pairs)"
     recipe = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="step", step_size=10,
-                  batch_size=8, loss="l1", normalize=None, max_depth=10.0, progress=False)
+                  batch_size=8, loss="l1", max_depth=10.0, progress=False)
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="bench_prune_"))
     rows = []
     t_start = time.time()

@@ -38,10 +38,10 @@ class ParameterError(ValueError):
 #: Names of parameters whose numbers (or every number of whose list) must be > 0: epochs, batch sizes,
 #: learning rates, step counts, thread counts, repeats, sizes, depth caps.
 POSITIVE_PARAMETERS = re.compile(
-    r"^(.*epochs|batch_sizes?|.*lr|lr_.*|.*_lr_.*|.*_repeats|.*threads|.*_iters|.*max_depth|(.*_)?size)$")
+    r"^((?!train_epochs$).*epochs|batch_sizes?|.*lr|lr_.*|.*_lr_.*|.*_repeats|.*threads|.*_iters|.*max_depth|(.*_)?size)$")
 #: Names of parameters whose numbers must be >= 0: counts of samples or items (``n_train: 0`` = the whole
-#: split), random seeds, loss weights.
-NON_NEGATIVE_PARAMETERS = re.compile(r"^(n_.*|seeds?|lambdas?|.*_weights?)$")
+#: split), random seeds, loss weights, ``train_epochs`` (0: the initialised model, untrained).
+NON_NEGATIVE_PARAMETERS = re.compile(r"^(n_.*|seeds?|lambdas?|.*_weights?|train_epochs)$")
 # A profile is a file name in profiles/, never a path.
 _PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

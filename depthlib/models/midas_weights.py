@@ -70,7 +70,9 @@ def load_midas_v21_small(model: nn.Module, source: str | os.PathLike | None = No
             raise ValueError(f"MiDaS checkpoint key {key!r} maps to no layer of midas-small")
         mapped[_ENCODER_PREFIXES[prefix] + key[len(prefix):]] = value
     own = model.state_dict()
-    missing = sorted(set(own) - set(mapped) - {k for k in own if k.endswith("num_batches_tracked")})
+    # the model's recorded input normalisation (create_model(..., normalization="imagenet"), which MiDaS expects)
+    # is not part of MiDaS's checkpoint
+    missing = sorted(set(own) - set(mapped) - {k for k in own if k.endswith("num_batches_tracked") or k.startswith("input_")})
     extra = sorted(set(mapped) - set(own))
     if missing or extra:
         raise ValueError(f"MiDaS v2.1 small checkpoint does not fit midas-small: missing {missing[:5]}, "
