@@ -36,20 +36,35 @@ def test_same_seed_and_index_give_same_bytes(scene):
     assert not torch.equal(other["depth"][0], single["depth"][0])
 
 
-# Bytes of two small frames rendered on the development machine (x86-64, torch 2.14.1 CPU). The generator
-# uses only IEEE-exact float32 operations on pixels, so any machine must reproduce them. Version 2 (issue 9:
-# NYU-like rooms, Kinect noise and holes) changed the default indoor bytes once; version 1 keeps its hash.
+# Bytes of two small frames (x86-64, torch 2.14.1 CPU). The generator uses only IEEE-exact float32 operations on
+# pixels, and version 1 and the outdoor scenes give the same bytes on every machine seen so far. Version 2's indoor
+# frames (issue 9: NYU-like rooms, Kinect noise and holes) do not: the AVX-512 Intel machine and the AVX2-only AMD
+# EPYC give two different, each reproducible, byte strings. Here on the AMD machine the bytes were the same under
+# ATEN_CPU_CAPABILITY=default and =avx2, MKL_CBWR=COMPATIBLE, 1 or 2 threads and 1 or 2 render workers, so the
+# operation that differs is not found yet; each hash below names the machine it was measured on, and the
+# statistics test after this one holds on any machine.
 GOLDEN = {
-    ("indoor", 2): "18c06aa2d4b35d9a52573280e54b509f3180eb58e484b891bc92e80d423feb2a",
-    ("indoor", 1): "ed6e7a0d12b81b4e72c75a39894553d829551cd535b745e74d2220c0c4edc3fa",
-    ("outdoor", 2): "cfac6ee4c823ffea387645add1a6cf1683f8f9a88af8ff00721d30a5e6c14fcd",
-    ("outdoor", 1): "cfac6ee4c823ffea387645add1a6cf1683f8f9a88af8ff00721d30a5e6c14fcd",
+    ("indoor", 2): {"18c06aa2d4b35d9a52573280e54b509f3180eb58e484b891bc92e80d423feb2a",   # Intel, AVX-512
+                    "cf3d67f3895bac47c349b0cfe5dfa36bb64e23afae6f24a689bd9dba0f37772c"},  # AMD EPYC, AVX2
+    ("indoor", 1): {"ed6e7a0d12b81b4e72c75a39894553d829551cd535b745e74d2220c0c4edc3fa"},
+    ("outdoor", 2): {"cfac6ee4c823ffea387645add1a6cf1683f8f9a88af8ff00721d30a5e6c14fcd"},
+    ("outdoor", 1): {"cfac6ee4c823ffea387645add1a6cf1683f8f9a88af8ff00721d30a5e6c14fcd"},
 }
 
 
 @pytest.mark.parametrize("scene, version", sorted(GOLDEN))
 def test_frames_match_golden_bytes(scene, version):
-    assert _digest(render_batch(2024, [0, 1], SIZE, scene, version=version)) == GOLDEN[scene, version]
+    assert _digest(render_batch(2024, [0, 1], SIZE, scene, version=version)) in GOLDEN[scene, version]
+
+
+def test_version_2_indoor_frames_match_golden_statistics():
+    # what must hold on every machine, whatever the last bits: measured on the AMD machine above
+    out = render_batch(2024, [0, 1], SIZE, "indoor", version=2)
+    depth, mask = out["depth"].double(), out["mask"]
+    assert float(out["image"].double().mean()) == pytest.approx(0.370513, abs=1e-4)
+    assert float(depth.mean()) == pytest.approx(2.352434, abs=1e-4)
+    assert float(mask.double().mean()) == pytest.approx(0.989294, abs=2e-3)  # a few Kinect holes may move
+    assert float(depth[mask].median()) == pytest.approx(2.069876, abs=1e-3)
 
 
 def test_indoor_ground_truth_conventions():

@@ -30,7 +30,10 @@ between ops), and raises glibc's malloc thresholds once per process (see ``_tune
 Determinism: scene parameters come from a ``torch.Generator`` seeded with a hash of ``(seed, index)``; pixel
 math uses only IEEE-exact float32 operations (+, -, *, /, sqrt, min, max, floor) and integer hashing, with no
 BLAS, no transcendental function on pixels and no order-dependent reduction, so the same seed and index give
-the same bytes on any machine. The RGB image is quantised to 8 bits (k / 255), like a camera's.
+the same bytes on one machine, and for version 1 and outdoor scenes on every machine seen so far. Version 2's
+indoor frames differ in their last bits between the AVX-512 Intel and the AVX2 AMD machines this project runs
+on (each reproducible; ``tests/test_data_synth.py`` keeps both hashes and statistics that hold on any machine).
+The RGB image is quantised to 8 bits (k / 255), like a camera's.
 """
 
 from __future__ import annotations
@@ -934,7 +937,7 @@ def _sensor(rgb: torch.Tensor, t: torch.Tensor, post: torch.Tensor, seed: torch.
     (z - 0.4)^2 (Nguyen et al. 2012), from a triangular (sum of two uniforms) variable of that deviation;
     holes where the projector's pattern is shadowed (a surface more than 7% + 5 cm farther than one within
     ``W / 80`` pixels to its right) and on dark surfaces (with the frame's rate). Only exact float32 ops and
-    integer hashes: the bytes are the same on every machine.
+    integer hashes (on the bytes across machines, see the module docstring).
     """
     b, _, p = rgb.shape
     gain, wr, wb, contrast, sigma, dark_rate = (post[:, i].view(b, 1, 1) for i in range(6))
