@@ -79,7 +79,8 @@ def load_pairs(size: tuple[int, int], n_synth: int = 16):
 
 def reference_model(name: str, train, epochs: int, work_dir: pathlib.Path, size, threads: int):
     weights = _encoder_weights(name)
-    tag = f"{name}-{size[0]}x{size[1]}-e{epochs}-{'imagenet' if weights else 'scratch'}-n{len(train)}"
+    # r2: briefly_trained's second recipe (the head starts at the data's mean depth); r1 weights are not reused
+    tag = f"{name}-{size[0]}x{size[1]}-e{epochs}-{'imagenet' if weights else 'scratch'}-n{len(train)}-r2"
     path = work_dir / f"{tag}.pt"
     model = briefly_trained(name, train, epochs=0, weights=weights)
     if path.is_file():

@@ -250,3 +250,27 @@ def test_imagenet_from_hf_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(enc_mod, "_reachable", lambda host, timeout=3.0: False)
     enc = create_encoder("mixnet_s", weights="imagenet")
     assert torch.equal(enc.state_dict()["body.conv_stem.weight"], ref.conv_stem.weight)
+
+
+@pytest.mark.parametrize("name", ["fastdepth", "mai2021-1", "mbv2-fbnet"])
+def test_init_output_bias_starts_the_prediction_at_that_depth(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.rand(1, 3, *model.default_input_size)
+    with torch.no_grad():
+        before = model(x)
+        assert model.init_output_bias(3.0) is True
+        after = model(x)
+    assert float((before <= 0).float().mean()) > 0.2        # ReLU(N(0, 1)) head: many pixels at 0 m
+    assert abs(float(after.median()) - 3.0) < 0.5 and float((after <= 0).float().mean()) < 0.01
+
+
+def test_init_output_bias_checks_its_value_and_leaves_other_heads_alone():
+    model = create_model("fastdepth")
+    for bad in (0.0, -1.0, float("nan"), "2", True):
+        with pytest.raises(ValueError, match="init_output_bias"):
+            model.init_output_bias(bad)
+    midas = create_model("midas-small")
+    state = {k: v.clone() for k, v in midas.state_dict().items()}
+    assert midas.init_output_bias(3.0) is False
+    assert all(torch.equal(v, midas.state_dict()[k]) for k, v in state.items())

@@ -31,9 +31,9 @@ Determinism: scene parameters come from a ``torch.Generator`` seeded with a hash
 math uses only IEEE-exact float32 operations (+, -, *, /, sqrt, min, max, floor) and integer hashing, with no
 BLAS, no transcendental function on pixels and no order-dependent reduction, so the same seed and index give
 the same bytes on one machine, and for version 1 and outdoor scenes on every machine seen so far. Version 2's
-indoor frames differ in their last bits between the AVX-512 Intel and the AVX2 AMD machines this project runs
-on (each reproducible; ``tests/test_data_synth.py`` keeps both hashes and statistics that hold on any machine).
-The RGB image is quantised to 8 bits (k / 255), like a camera's.
+indoor frames differ between an Intel and an AMD (Zen 4) machine this project ran on (each reproducible;
+``tests/test_data_synth.py`` keeps both hashes, and statistics that hold on any machine). The RGB image is
+quantised to 8 bits (k / 255), like a camera's.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ LiteRT's ``num_threads``) and in PyTorch's (``torch.set_num_threads`` while it r
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -208,6 +209,24 @@ class ExecuTorchRunner(Runner):
         return lambda: self.method.execute([t])
 
 
+def _config_tvm_threads(tvm, threads: int) -> None:
+    """TVM's CPU thread pool with ``threads`` threads, leaving the process's CPU affinity as it was.
+
+    TVM binds its workers to cores by default, and configuring the pool pinned the *calling* thread to core 0:
+    measured here, every runtime timed after a TVM runner was built in the same process (and every child process
+    it started) then ran on one core, so ONNX Runtime with 2 threads took 32 ms instead of 9. ``TVM_BIND_THREADS=0``
+    (unless the user set it) keeps TVM's workers unpinned like the other runtimes' threads, and the caller's
+    affinity is restored in any case.
+    """
+    os.environ.setdefault("TVM_BIND_THREADS", "0")
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        tvm.get_global_func("runtime.config_threadpool")(0, threads)  # (affinity mode 0 = big cores, count)
+    finally:
+        if before is not None and os.sched_getaffinity(0) != before:
+            os.sched_setaffinity(0, before)
+
+
 class TvmRunner(Runner):
     """A TVM Relax library built by :func:`depthlib.deploy.build_tvm` (``.so`` plus its ``.json`` sidecar)."""
 
@@ -230,8 +249,7 @@ class TvmRunner(Runner):
             lib = tvm.runtime.load_module(str(path))
         except Exception as err:
             raise ArtifactError(f"{path}: TVM cannot load it ({str(err).splitlines()[-1][:300]})") from err
-        # TVM's CPU thread pool: (affinity mode 0 = big cores, thread count)
-        tvm.get_global_func("runtime.config_threadpool")(0, threads)
+        _config_tvm_threads(tvm, threads)
         self.tuned_trials = int(meta.get("tune_trials", 0))
         self.dev = tvm.cpu()
         self.vm = relax.VirtualMachine(lib, self.dev)
@@ -248,7 +266,7 @@ class TvmRunner(Runner):
         return out.numpy()
 
     def bind(self, x) -> Callable[[], Any]:
-        self._tvm.get_global_func("runtime.config_threadpool")(0, self.threads)
+        _config_tvm_threads(self._tvm, self.threads)
         t = self._input(self._array(x))
         main = self.vm["main"]
         return lambda: main(t)

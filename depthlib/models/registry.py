@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -102,6 +103,30 @@ class DepthNet(nn.Module):
         if hasattr(self.decoder, "remove_aux_heads"):
             self.decoder.remove_aux_heads()
         return self
+
+    def init_output_bias(self, value: float) -> bool:
+        """Set the bias of the decoder's last layer before its final ReLU to ``value`` (metres), so that the
+        untrained network starts near the training data's depth instead of ``ReLU(N(0, 1))``.
+
+        FastDepth's head (1x1 conv, BN, ReLU) starts with BN's shift at 0: about half of its pixels predict 0 m,
+        and a few dozen optimiser steps move the shift by hundredths of a metre, so a briefly fitted network has
+        no metric scale (its ReLU-clipped output stays near 0 m). Starting at the mean depth of the data is the
+        usual remedy (initialise the last bias at the target's mean).
+
+        Returns:
+            True when the head was set; False for a decoder without such a head (it is left unchanged).
+        """
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{self.name}: init_output_bias value must be a positive finite depth in metres, got {value!r}")
+        head = getattr(self.decoder, "head", None)
+        if not isinstance(head, nn.Sequential) or not isinstance(head[-1], nn.ReLU):
+            return False
+        last = next((m for m in reversed(list(head)[:-1]) if getattr(m, "bias", None) is not None), None)
+        if last is None:
+            return False
+        with torch.no_grad():
+            last.bias.fill_(float(value))
+        return True
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the expected layout or multiple if ``x`` cannot be taken."""
