@@ -298,3 +298,12 @@ def test_midas_official_checkpoint_layout_maps_onto_midas_small(tmp_path):
     torch.save(ckpt, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="output_conv"):
         load_midas_v21_small(create_model("midas-small"), tmp_path / "bad.pt")
+
+
+def test_unstructured_and_whole_layer_pruning_take_a_channels_last_model():
+    # fit leaves a model in channels_last by default; torch.nn.utils.prune's view(-1) could not take its weights
+    net = _tiny().to(memory_format=torch.channels_last)
+    out = prune_unstructured(net, 0.5)
+    assert sparsity_report(out)["nonzero_conv_weights"] == sparsity_report(prune_unstructured(_tiny(), 0.5))["nonzero_conv_weights"]
+    layers, zeroed = prune_whole_layers(net, 0.5)
+    assert zeroed and all(int(dict(layers.named_modules())[n].weight.count_nonzero()) == 0 for n in zeroed)

@@ -44,6 +44,12 @@ def _check_sparsity(sparsity: float) -> float:
     return s
 
 
+def _contiguous_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with contiguous weights: ``torch.nn.utils.prune`` flattens a weight with ``view(-1)``, which a
+    ``channels_last`` weight (what :func:`depthlib.train.fit` leaves by default) cannot take."""
+    return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+
+
 def _convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
@@ -66,7 +72,7 @@ def prune_unstructured(model: nn.Module, sparsity: float, *, permanent: bool = T
             regrow the zeros (call :func:`make_permanent` afterwards).
     """
     s = _check_sparsity(sparsity)
-    net = copy.deepcopy(model)
+    net = _contiguous_copy(model)
     for _, conv in _convs(net):
         torch_prune.l1_unstructured(conv, "weight", amount=s)
     return make_permanent(net) if permanent else net
@@ -82,7 +88,7 @@ def prune_whole_layers(model: nn.Module, sparsity: float, *, permanent: bool = T
     """Haly & Malcarne's "channel" pruning of a copy: the ``int(sparsity x n_conv)`` ``Conv2d`` layers of least
     L1 norm zeroed by ``l1_unstructured(amount=1.0)``. Returns ``(model, names of the zeroed layers)``."""
     s = _check_sparsity(sparsity)
-    net = copy.deepcopy(model)
+    net = _contiguous_copy(model)
     order = layers_by_magnitude(net)
     chosen = [name for name, _ in order[: int(s * len(order))]]  # "truncated the list": int() truncates
     modules = dict(net.named_modules())
