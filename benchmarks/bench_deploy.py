@@ -2,8 +2,9 @@
 
 For FastDepth at 224x224, batch 1 (by default), prints the machine (CPU model and ISA flags), the GEMM peak
 measured in the same run, then one row per runtime x precision x thread count: median ms and IQR, the ratio to
-PyTorch eager fp32 and to a plain ONNX Runtime export (default session options, the thread count fixed) of the
-same weights, achieved GMAC/s and fraction of the GEMM peak, file size, and the accuracy change against eager
+PyTorch eager fp32 and to a plain ONNX Runtime export (default session options but a fixed thread count and no
+spinning, see ``OrtRunner``) of the same weights, achieved GMAC/s and fraction of the GEMM peak, file size, and
+the accuracy change against eager
 fp32 on the real NYU pairs (max |difference|, RMSE change in %, delta1 change). Forms that cannot be built here
 are listed with the reason. It ends with the two targets checked at 2 threads:
 

@@ -9,8 +9,9 @@ fraction (zeros in dense tensors). Then one table, all models measured side by s
     evaluation set (the 40 real NYU test pairs when ../shared has them, else held-out procedural scenes),
     mean over seeds, and the ratios to the unpruned model.
 
-Runtimes: ``torch-eager`` (:func:`depthlib.profiler.measure_latency`) and, when installed, ``onnxruntime``
-(the ONNX export run by an ``InferenceSession`` with ``intra_op_num_threads=--threads``).
+Runtimes: ``torch-eager`` and, when installed, ``onnxruntime`` (a plain ``depthlib.deploy.export_onnx`` export run by
+``OrtRunner`` with ``--threads`` intra-op threads); every model of a seed is timed side by side in interleaved rounds
+with :func:`depthlib.deploy.time_interleaved`.
 
 Usage::
 
@@ -28,9 +29,7 @@ import argparse
 import dataclasses
 import json
 import pathlib
-import platform
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -41,45 +40,27 @@ import torch
 from depthlib.data import open_dataset
 from depthlib.data.transforms import fastdepth_val_transform
 from depthlib.models import create_model
-from depthlib.profiler import count_macs, count_params, measure_latency
-from depthlib.prune import load_iteration, netadapt_fit, prune_unstructured
+from depthlib.deploy import OrtRunner, RuntimeNotAvailable, TorchRunner, export_onnx, machine_info, time_interleaved
+from depthlib.profiler import count_macs, count_params
+from depthlib.prune import load_iteration, netadapt_fit, prune_unstructured, sparsity_report
 from depthlib.train import TrainConfig, evaluate, fit
 
 
-def cpu_flags() -> str:
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
-    return f"{model}; {' '.join(wanted) or 'no AVX2'}"
-
-
-def ort_latency(model: torch.nn.Module, size: tuple[int, ...], threads: int, warmup: int, repeats: int) -> float | None:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    model = model.eval()
+def latencies(models: dict[str, torch.nn.Module], size: tuple[int, ...], threads: int, repeats: int,
+              work: pathlib.Path) -> dict[tuple[str, str], float]:
+    """``{(model, runtime): median ms}``: every model in PyTorch eager and (when installed) as a plain ONNX Runtime
+    export, all timed side by side in interleaved rounds (:func:`depthlib.deploy.time_interleaved`), so that a
+    busy phase of a shared CPU slows every model alike."""
     x = torch.rand(size)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(pathlib.Path(tmp) / "m.onnx")
-        torch.onnx.export(model, (x,), path, dynamo=False, input_names=["image"], output_names=["depth"])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        feed = {"image": x.numpy()}
-        for _ in range(warmup):
-            sess.run(None, feed)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            sess.run(None, feed)
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    fns = {(name, "torch-eager"): TorchRunner(m, threads=threads).bind(x) for name, m in models.items()}
+    for i, (name, m) in enumerate(models.items()):
+        try:
+            path = export_onnx(m, work / f"latency-{i}.onnx", size, overwrite=True)
+            fns[(name, "onnxruntime")] = OrtRunner(path, threads=threads).bind(x)
+        except RuntimeNotAvailable:
+            pass
+    timings = time_interleaved(fns, warmup=5, repeats=repeats, rounds=5, threads=threads)
+    return {key: t.median_ms for key, t in timings.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,16 +117,13 @@ def main(argv: list[str] | None = None) -> int:
             fit(pruned, train, None, TrainConfig(epochs=args.long_epochs, seed=seed, **recipe))
             models[f"NetAdapt {b:.2f} MACs"] = pruned.eval()
             models[f"unstructured L1 {1 - b:.2f}"] = prune_unstructured(base, 1 - b)
+        lat = latencies(models, size, args.threads, args.repeats, work / f"seed{seed}")
         for name, m in models.items():
             m.eval()
             metrics = evaluate(m, evaluation, TrainConfig(**recipe))
-            lat = {"torch-eager": measure_latency(m, size, threads=args.threads, warmup=5, repeats=args.repeats),
-                   "onnxruntime": ort_latency(m, size, args.threads, 5, args.repeats)}
-            from depthlib.prune import sparsity_report
-
             nonzero = sparsity_report(m)["nonzero_params"]
-            for runtime, ms in lat.items():
-                if ms is not None:
+            for (model_name, runtime), ms in lat.items():
+                if model_name == name:
                     rows.append({"model": name, "seed": seed, "params": count_params(m), "nonzero_params": nonzero,
                                  "macs": count_macs(m, size), "latency_ms": ms, "runtime": runtime,
                                  "delta1": metrics["delta1"], "rmse": metrics["rmse"]})
@@ -160,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     table["delta1 - unpruned"] = table["delta1"] - table["runtime"].map(ref["delta1"])
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 30)
-    print(f"CPU: {cpu_flags()}; torch {torch.__version__}, {args.threads} threads; input {h}x{w}, batch 1; "
-          f"median of {args.repeats} passes")
+    info = machine_info()
+    print(f"CPU: {info['cpu']}; {info['flags']}; torch {info['torch']} (CPU capability {info['torch_cpu_capability']}), "
+          f"{args.threads} threads; input {h}x{w}, batch 1; median of {args.repeats} passes in 5 interleaved rounds")
     print(f"seeds {seeds}; trained {args.epochs} epochs on {len(train)} procedural scenes; evaluated on {eval_name}; "
           f"{time.time() - t_start:.0f} s")
     shown = table.assign(params=(table["params"] / 1e6).round(3), nonzero_params=(table["nonzero_params"] / 1e6).round(3),

@@ -396,3 +396,13 @@ def test_briefly_trained_predicts_at_the_scale_of_its_data():
         pred = model(torch.stack([s["image"] for s in data]))
     assert float((pred <= 0).float().mean()) < 0.05
     assert 0.5 < float(pred.median()) / float(depth.median()) < 2.0
+
+
+def test_ort_runner_does_not_spin_unless_asked(tmp_path):
+    # a spinning ORT worker held the second core after each run: the next runtime timed beside it ran 2x slower
+    path = export_onnx(create_model("fastdepth").eval(), tmp_path / "m.onnx", (1, 3, 32, 32))
+    for spinning, value in ((False, "0"), (True, "1")):
+        opts = OrtRunner(path, threads=2, spinning=spinning).session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == value
+    with pytest.raises(ValueError, match="spinning"):
+        OrtRunner(path, spinning="no")

@@ -30,7 +30,8 @@ from .runtimes import ExecuTorchRunner, LiteRTRunner, OrtRunner, Runner, TorchRu
 __all__ = ["Form", "FORMS", "build_forms", "measure_forms", "file_size_mb", "briefly_trained"]
 
 #: (runtime, precision) pairs :func:`build_forms` knows, in table order. ``onnxruntime`` fp32 is the "plain"
-#: ONNX Runtime export (default session options but the thread count), the reference of the speed targets.
+#: ONNX Runtime export (default session options but the thread count and no spinning: see OrtRunner), the reference
+#: of the speed targets.
 FORMS = (
     ("pytorch", "fp32"), ("pytorch-compile", "fp32"),
     ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8-dynamic"), ("onnxruntime", "int8-static"),

@@ -139,13 +139,20 @@ class OrtRunner(Runner):
         precision: a label for tables (``"fp32"``, ``"fp16"``, ``"int8-dynamic"``, ``"int8-static"``).
         optimization: ``"all"`` (ORT's default, ``ORT_ENABLE_ALL``), ``"extended"``, ``"basic"`` or ``"disable"``.
         providers: ONNX Runtime execution providers (default CPU).
+        spinning: let the intra-op workers spin after a run (ORT's default). Off by default here: measured on
+            the 2-core machine, a PyTorch eager FastDepth call right after an ORT run with 2 threads took 27-31 ms
+            instead of 13 (the spinning worker held the second core, and a 10 ms pause did not release it), which
+            skewed every side-by-side comparison of the harness. Its cost to ORT itself, same machine, 2 threads:
+            10.8 -> 11.1 ms at 224x224, 3.0 -> 4.8 ms at 96x128; pass ``spinning=True`` to time ORT alone as it ships.
     """
 
     runtime = "onnxruntime"
 
     def __init__(self, path, *, precision: str = "fp32", threads: int = 1, optimization: str = "all",
-                 providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+                 providers: Sequence[str] = ("CPUExecutionProvider",), spinning: bool = False) -> None:
         ort = require("onnxruntime", "ONNX Runtime")
+        if not isinstance(spinning, bool):
+            raise ValueError(f"spinning must be True or False, got {spinning!r}")
         path = check_artifact(path, (".onnx",), "ONNX")
         levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -156,6 +163,7 @@ class OrtRunner(Runner):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         opts.graph_optimization_level = levels[optimization]
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
