@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             m.eval()
             metrics = evaluate(m, evaluation, TrainConfig(**recipe))
             nonzero = sparsity_report(m)["nonzero_params"]
-            for (model_name, runtime), ms in lat.items():
-                if model_name == name:
+            for runtime in ("torch-eager", "onnxruntime"):
+                if (name, runtime) in lat:
                     rows.append({"model": name, "seed": seed, "params": count_params(m), "nonzero_params": nonzero,
-                                 "macs": count_macs(m, size), "latency_ms": ms, "runtime": runtime,
+                                 "macs": count_macs(m, size), "latency_ms": lat[name, runtime], "runtime": runtime,
                                  "delta1": metrics["delta1"], "rmse": metrics["rmse"]})
     df = pd.DataFrame(rows)
     table = df.groupby(["model", "runtime"], sort=False).agg(

@@ -937,7 +937,7 @@ def _sensor(rgb: torch.Tensor, t: torch.Tensor, post: torch.Tensor, seed: torch.
     (z - 0.4)^2 (Nguyen et al. 2012), from a triangular (sum of two uniforms) variable of that deviation;
     holes where the projector's pattern is shadowed (a surface more than 7% + 5 cm farther than one within
     ``W / 80`` pixels to its right) and on dark surfaces (with the frame's rate). Only exact float32 ops and
-    integer hashes (on the bytes across machines, see the module docstring).
+    integer hashes (whether the bytes agree across machines: see the module docstring).
     """
     b, _, p = rgb.shape
     gain, wr, wb, contrast, sigma, dark_rate = (post[:, i].view(b, 1, 1) for i in range(6))

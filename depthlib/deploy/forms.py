@@ -237,8 +237,8 @@ def briefly_trained(name: str, train_data, *, epochs: int, weights=None, batch_s
     """A preset fitted for a few epochs, so that its predictions have a metric scale and the change a deployed
     form makes to RMSE and delta1 means something. Adam and L1, with the head's bias started at the training
     data's mean depth (:meth:`depthlib.models.DepthNet.init_output_bias`): without it FastDepth's ReLU head
-    stays near 0 m for the few dozen steps a deployment check affords (measured: delta1 0.008 on the NYU
-    pairs after 5 epochs on 20 of them). Not a reproduction of any paper's accuracy.
+    stays near 0 m for the few dozen steps a deployment check affords (``tests/test_deploy.py`` checks the
+    scale). Not a reproduction of any paper's accuracy.
 
     Args:
         name: a preset of :func:`depthlib.models.create_model`.
@@ -254,11 +254,11 @@ def briefly_trained(name: str, train_data, *, epochs: int, weights=None, batch_s
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
     torch.manual_seed(seed)
     model = create_model(name, weights=weights)
-    if epochs and getattr(model, "output_kind", None) == "metric" and hasattr(model, "init_output_bias"):
-        # a few dozen steps cannot move FastDepth's head from ~0 m to the room's scale: start it there
-        valid = [s["depth"][s["mask"]] for s in (train_data[i] for i in range(len(train_data)))]
-        model.init_output_bias(float(torch.cat(valid).mean()))
     if epochs:
+        if getattr(model, "output_kind", None) == "metric" and hasattr(model, "init_output_bias"):
+            # a few dozen steps cannot move FastDepth's head from ~0 m to the room's scale: start it there
+            samples = [train_data[i] for i in range(len(train_data))]
+            model.init_output_bias(float(torch.cat([s["depth"][s["mask"]] for s in samples]).mean()))
         old = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)

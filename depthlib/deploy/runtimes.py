@@ -139,11 +139,10 @@ class OrtRunner(Runner):
         precision: a label for tables (``"fp32"``, ``"fp16"``, ``"int8-dynamic"``, ``"int8-static"``).
         optimization: ``"all"`` (ORT's default, ``ORT_ENABLE_ALL``), ``"extended"``, ``"basic"`` or ``"disable"``.
         providers: ONNX Runtime execution providers (default CPU).
-        spinning: let the intra-op workers spin after a run (ORT's default). Off by default here: measured on
-            the 2-core machine, a PyTorch eager FastDepth call right after an ORT run with 2 threads took 27-31 ms
-            instead of 13 (the spinning worker held the second core, and a 10 ms pause did not release it), which
-            skewed every side-by-side comparison of the harness. Its cost to ORT itself, same machine, 2 threads:
-            10.8 -> 11.1 ms at 224x224, 3.0 -> 4.8 ms at 96x128; pass ``spinning=True`` to time ORT alone as it ships.
+        spinning: let the intra-op workers spin after a run (ORT's default). Off by default here: on a 2-core
+            machine a spinning worker holds the second core after the run, so whatever is timed next beside it
+            (PyTorch eager, here about 3x slower) is skewed; ORT itself loses a little at small inputs.
+            ``benchmarks/bench_interference.py`` measures both; ``spinning=True`` times ORT as it ships.
     """
 
     runtime = "onnxruntime"
@@ -220,11 +219,10 @@ class ExecuTorchRunner(Runner):
 def _config_tvm_threads(tvm, threads: int) -> None:
     """TVM's CPU thread pool with ``threads`` threads, leaving the process's CPU affinity as it was.
 
-    TVM binds its workers to cores by default, and configuring the pool pinned the *calling* thread to core 0:
-    measured here, every runtime timed after a TVM runner was built in the same process (and every child process
-    it started) then ran on one core, so ONNX Runtime with 2 threads took 32 ms instead of 9. ``TVM_BIND_THREADS=0``
-    (unless the user set it) keeps TVM's workers unpinned like the other runtimes' threads, and the caller's
-    affinity is restored in any case.
+    TVM binds its workers to cores by default, and configuring the pool pins the *calling* thread to core 0: every
+    runtime timed afterwards in the same process (and every child process it starts) then runs on one core
+    (``benchmarks/bench_interference.py`` shows it). ``TVM_BIND_THREADS=0`` (unless the user set it) keeps TVM's
+    workers unpinned like the other runtimes' threads, and the caller's affinity is restored in any case.
     """
     os.environ.setdefault("TVM_BIND_THREADS", "0")
     before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
