@@ -22,9 +22,125 @@ INVALID_COLOR = "0.75"
 DEPTH_LABEL = "depth (m)"
 
 __all__ = [
-    "DEFAULT_CMAP", "depth_norm", "plot_image", "plot_depth", "plot_depth_grid", "plot_depth_histogram", "plot_error",
+    "BOOK_PALETTE", "DEFAULT_CMAP", "VERDICT_COLORS", "book_style", "model_color", "model_palette", "plot_verdicts", "depth_norm", "plot_image", "plot_depth", "plot_depth_grid", "plot_depth_histogram", "plot_error",
     "plot_ordinal_pairs", "plot_pareto", "pareto_front", "to_image", "to_depth",
 ]
+
+
+#: Okabe & Ito's colour-blind-safe qualitative palette (black left out: it is the reference lines' colour).
+BOOK_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#999999")
+
+# The models the chapters compare most, each with its colour in every chapter. Other names get a colour from
+# their name's CRC32, so one name has one colour in every chapter and every run.
+_MODEL_COLORS = {
+    "fastdepth": BOOK_PALETTE[0],
+    "mbv2-nnconv5-narrow": BOOK_PALETTE[1],
+    "midas-v21-small": BOOK_PALETTE[2],
+    "mai2021-3": BOOK_PALETTE[3],
+}
+
+#: Matplotlib settings of every figure of the book: text readable at the page's width (a figure 7 in wide is
+#: shown about 700 px wide), the colour-blind-safe palette, light grids, no top and right spines.
+BOOK_RC = {
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.title_fontsize": 9,
+    "figure.titlesize": 12,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "image.cmap": DEFAULT_CMAP,
+}
+
+
+def book_style() -> None:
+    """Apply the book's figure style (:data:`BOOK_RC` and :data:`BOOK_PALETTE` as the colour cycle) to matplotlib
+    and seaborn; ``depthlib.book.setup`` calls it, so every chapter draws alike."""
+    import seaborn as sns
+    from cycler import cycler
+
+    sns.set_palette(list(BOOK_PALETTE))
+    plt.rcParams.update({**BOOK_RC, "axes.prop_cycle": cycler(color=list(BOOK_PALETTE))})
+
+
+def model_color(name: str) -> str:
+    """The colour of model ``name`` in every figure of the book (a hex string of :data:`BOOK_PALETTE`).
+
+    The presets the chapters compare most have fixed colours (FastDepth blue, sagar2021's MobileNetV2 orange,
+    MiDaS small green, MAI-2021 model 3 vermilion); any other name, a configuration label included, maps to a
+    palette colour through its CRC32, the same in every chapter and every run.
+    """
+    import zlib
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model_color: name must be a non-empty string, got {name!r}")
+    if name in _MODEL_COLORS:
+        return _MODEL_COLORS[name]
+    return BOOK_PALETTE[zlib.crc32(name.encode("utf-8")) % len(BOOK_PALETTE)]
+
+
+def model_palette(names: Sequence[str]) -> dict[str, str]:
+    """``{name: model_color(name)}`` for seaborn's ``palette=`` argument; names may repeat. Two names that share
+    a colour by their hash get the next free palette colours instead, so one figure never shows two models in one
+    colour (while it has fewer models than :data:`BOOK_PALETTE` has colours)."""
+    unique = list(dict.fromkeys(str(n) for n in names))
+    palette: dict[str, str] = {}
+    used: set[str] = set()
+    for name in unique:
+        color = model_color(name)
+        if color in used and len(used) < len(BOOK_PALETTE):
+            start = BOOK_PALETTE.index(color)
+            color = next(BOOK_PALETTE[(start + k) % len(BOOK_PALETTE)] for k in range(len(BOOK_PALETTE))
+                         if BOOK_PALETTE[(start + k) % len(BOOK_PALETTE)] not in used)
+        palette[name] = color
+        used.add(color)
+    return palette
+
+
+#: The colour of each verdict of the scorecard (:data:`depthlib.reported.VERDICTS`), the same on every page.
+VERDICT_COLORS = {
+    "reproduced": "#009E73",
+    "not resolved at this profile": "#56B4E9",
+    "contradicted": "#D55E00",
+    "needs the paper profile": "#E69F00",
+    "not reproducible here": "#999999",
+    "no chapter yet": "#DDDDDD",
+    "not run": "#CC79A7",
+}
+
+
+def plot_verdicts(ax: Axes, counts: Any, *, xlabel: str = "reported results (count)") -> Axes:
+    """Stacked horizontal bars: per study (rows of ``counts``), how many reported results have each verdict.
+
+    Args:
+        counts: :func:`depthlib.reported.verdict_counts` (a study x verdict DataFrame of counts).
+    """
+    import pandas as pd
+
+    if not isinstance(counts, pd.DataFrame) or counts.empty:
+        raise ValueError("plot_verdicts: counts must be a non-empty DataFrame (depthlib.reported.verdict_counts)")
+    unknown = sorted(set(counts.columns) - set(VERDICT_COLORS))
+    if unknown:
+        raise ValueError(f"plot_verdicts: unknown verdict column(s) {unknown}; known: {list(VERDICT_COLORS)}")
+    left = np.zeros(len(counts))
+    for verdict in counts.columns:
+        values = counts[verdict].to_numpy(float)
+        ax.barh(counts.index.astype(str), values, left=left, color=VERDICT_COLORS[verdict], label=verdict,
+                edgecolor="white", linewidth=0.5)
+        left += values
+    ax.invert_yaxis()  # the first study on top
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("study")
+    ax.grid(axis="y", visible=False)
+    ax.legend(loc="lower right", fontsize=8, frameon=True)
+    return ax
 
 
 def to_image(image: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -55,6 +55,13 @@ __all__ = [
     "study_card",
     "RUN_ROWS",
     "reported_key",
+    "VERDICTS",
+    "DEFAULT_RTOL",
+    "is_like_for_like",
+    "judge",
+    "load_claims",
+    "judge_claims",
+    "verdict_counts",
 ]
 
 REPORTED_DIR = pathlib.Path(__file__).with_name("reported")
@@ -68,7 +75,7 @@ KINDS = ("result", "setting", "architecture")
 _REQUIRED = ("key", "source", "configuration", "metric", "value", "units")
 _OPTIONAL = ("kind", "conditions", "notebook", "not_reproducible", "notes", "study")
 _CONDITIONS = ("dataset", "resolution", "device")
-_FILE_FIELDS = ("study", "title", "paper", "defaults", "entries")
+_FILE_FIELDS = ("study", "title", "paper", "defaults", "entries", "claims")
 
 # The columns of load_reported(), in order; conditions are flattened into dataset/resolution/device.
 _REPORTED_COLUMNS = ("key", "study", "source", "configuration", "metric", "value", "units", "kind",
@@ -288,7 +295,8 @@ def scorecard(profile: str | Sequence[str], results_dir: str | os.PathLike, *,
         come only from the results csv files; ``status`` is ``measured: <profile> profile``, or says why there is
         no value:
         ``needs the paper profile``, ``not reproducible here: <why>``, ``no chapter reproduces this yet``,
-        ``not run: ...``, or that the number is a setting rather than a measurement.
+        ``not run: ...``, or that the number is a setting rather than a measurement. ``verdict`` is one of
+        :data:`VERDICTS` (:func:`judge` for a measured number; the status's class for a missing one).
     """
     profiles = _as_profiles(profile)
     results_dir = pathlib.Path(results_dir)
@@ -314,10 +322,311 @@ def scorecard(profile: str | Sequence[str], results_dir: str | os.PathLike, *,
     card["status"] = status
     card["notebook"] = card["result_notebook"].where(has, card["notebook"])
     card["ours_text"] = [mean_spread(v, s, n) for v, s, n in zip(card["ours"], card["spread"], card["n_seeds"])]
+    card["verdict"] = [_row_verdict(r) for r in card.to_dict("records")]
     columns = ["key", "study", "source", "configuration", "metric", "units", "reported", "ours", "spread",
                "n_seeds", "ours_text", "profile", "data", "seeds", "notebook", "dataset", "resolution", "device",
-               "status", "notes", "kind"]
+               "status", "verdict", "notes", "kind"]
     return card[columns]
+
+
+# ------------------------------------------------------------------------------ verdicts
+#: What a reader is told about a reported number (the scorecard's ``verdict``) or a claim (:func:`judge_claims`).
+#: The first three are verdicts on a measurement of ours; the others say why there is none to judge.
+VERDICTS = ("reproduced", "not resolved at this profile", "contradicted", "needs the paper profile",
+            "not reproducible here", "no chapter yet", "input of the study", "not run")
+
+#: Relative tolerance of "reproduced" when a claim gives none: 5 % of the paper's value (or its printed precision,
+#: or two standard deviations over our seeds, whichever is wider; see :func:`judge`).
+DEFAULT_RTOL = 0.05
+
+
+def is_like_for_like(profile: Any, data: Any) -> bool:
+    """Whether our number can be compared with the paper's as a measurement of the same thing.
+
+    True for the ``paper`` profile (the paper's protocol and data) and for numbers a chapter recorded with a
+    ``data`` that starts with ``"architecture"`` (parameter and MAC counts, sizes: properties of the network that
+    no training data changes). A quick- or smoke-profile accuracy trained on procedural scenes is not: it can
+    show a trend, never confirm or refute the paper's value.
+    """
+    return profile == "paper" or (isinstance(data, str) and data.startswith("architecture"))
+
+
+def _printed_half_unit(value: float) -> float:
+    """Half a unit of the last digit the paper printed: 0.0005 for 0.604, 50,000 for 3.1 M (as ``3100000``)."""
+    if value == 0 or not math.isfinite(value):
+        return 0.0
+    digits = repr(float(value)).split("e")[0].replace("-", "").replace(".", "").strip("0") or "0"
+    exponent = math.floor(math.log10(abs(value)))
+    return 0.5 * 10 ** (exponent - len(digits) + 1)
+
+
+def judge(reported: float, ours: float, spread: float = math.nan, *, like_for_like: bool,
+          rtol: float = DEFAULT_RTOL) -> str:
+    """The verdict on one of our numbers against the paper's.
+
+    Args:
+        reported: the paper's value.
+        ours: our value (a mean over seeds).
+        spread: our standard deviation over seeds (NaN for one seed).
+        like_for_like: :func:`is_like_for_like` of our number.
+        rtol: relative tolerance.
+
+    Returns:
+        ``"not resolved at this profile"`` when the comparison is not like for like; else ``"reproduced"`` when
+        ``|ours - reported|`` is within the widest of ``rtol * |reported|``, half a unit of the paper's last
+        printed digit and ``2 * spread``, and ``"contradicted"`` when it is not.
+    """
+    if not (math.isfinite(reported) and math.isfinite(ours)):
+        raise ValueError(f"judge: reported {reported!r} and ours {ours!r} must be finite numbers")
+    if rtol < 0:
+        raise ValueError(f"judge: rtol must be >= 0, got {rtol!r}")
+    if not like_for_like:
+        return "not resolved at this profile"
+    tolerance = max(rtol * abs(reported), _printed_half_unit(reported),
+                    2 * spread if spread is not None and math.isfinite(spread) else 0.0)
+    return "reproduced" if abs(ours - reported) <= tolerance else "contradicted"
+
+
+def _row_verdict(row: dict) -> str:
+    if _text(row["not_reproducible"]):
+        return "not reproducible here"
+    if row["ours"] is not None and not pd.isna(row["ours"]):
+        return judge(float(row["reported"]), float(row["ours"]), float(row["spread"]) if not pd.isna(row["spread"])
+                     else math.nan, like_for_like=is_like_for_like(row["profile"], row["data"]))
+    if row["kind"] != "result":
+        return "input of the study"
+    status = str(row["status"])
+    if status.startswith("needs the paper profile") or status.startswith("not recorded"):
+        return "needs the paper profile"
+    if status.startswith("no chapter"):
+        return "no chapter yet"
+    return "not run"
+
+
+def verdict_counts(card: pd.DataFrame) -> pd.DataFrame:
+    """How many reported results of each study have each verdict: a study x :data:`VERDICTS` table of counts
+    (settings and architecture inputs left out), for the book's front page and the scorecard."""
+    results = card[card["kind"] == "result"]
+    counts = results.pivot_table(index="study", columns="verdict", values="key", aggfunc="count", fill_value=0)
+    return counts.reindex(columns=[v for v in VERDICTS if v != "input of the study"], fill_value=0).astype(int)
+
+
+_CLAIM_FIELDS = ("id", "chapter", "claim", "keys", "better", "worse", "higher_is_better", "rtol", "margin",
+                 "measured_by", "notes")
+
+
+def load_claims(directory: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The studies' headline claims, from the ``claims`` list of each ``reported/<study>.yaml``.
+
+    A claim is what a chapter sets out to check, in one sentence of the paper's, and how to check it from
+    recorded results, in one of two forms:
+
+    - ``keys: [k1, k2, ...]``: reported numbers the chapter measures; the claim holds when every one is
+      ``reproduced`` (:func:`judge`, with the claim's ``rtol`` or :data:`DEFAULT_RTOL`);
+    - ``better: k1``, ``worse: k2`` (and ``higher_is_better``, default true): the paper found k1 better than
+      k2; ours are tested with Welch's t-test over seeds (:func:`judge_claims`). A measurement without seeds
+      (a latency, the median of interleaved repeats) gives a ``margin`` instead: the relative difference beyond
+      which one of ours counts as really larger than the other.
+
+    ``measured_by: {reported key: our key}`` compares a reported number with a result a chapter recorded under
+    a key of its own (FastDepth's released model scored on one sample, beside the paper's test-set mean).
+
+    Returns:
+        DataFrame indexed by ``id`` with columns ``id study chapter claim keys better worse higher_is_better
+        rtol notes``.
+
+    Raises:
+        ValueError: an unknown field, a missing ``id``/``chapter``/``claim``, neither or both forms, a key
+            that is not a reported key, or an id used twice (each naming the file and the claim).
+    """
+    directory = pathlib.Path(directory) if directory is not None else REPORTED_DIR
+    reported = load_reported(directory)
+    rows = []
+    for path in sorted(directory.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for i, claim in enumerate(doc.get("claims") or []):
+            where = f"{path} claim {i}"
+            if not isinstance(claim, dict):
+                raise ValueError(f"{where}: a claim must be a mapping, got {claim!r}")
+            unknown = set(claim) - set(_CLAIM_FIELDS)
+            if unknown:
+                raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {list(_CLAIM_FIELDS)}")
+            missing = [f for f in ("id", "chapter", "claim") if not isinstance(claim.get(f), str) or not claim[f]]
+            if missing:
+                raise ValueError(f"{where}: claim {claim.get('id')!r} lacks field(s) {missing}")
+            by_keys = claim.get("keys") is not None
+            by_pair = claim.get("better") is not None or claim.get("worse") is not None
+            if by_keys == by_pair:
+                raise ValueError(f"{where}: claim {claim['id']!r} needs either 'keys' or 'better' and 'worse'")
+            keys = list(claim["keys"]) if by_keys else [claim.get("better"), claim.get("worse")]
+            for key in keys:
+                if key not in reported.index:
+                    raise ValueError(f"{where}: claim {claim['id']!r} names {key!r}, which is not a reported key")
+            measured_by = claim.get("measured_by") or {}
+            if not isinstance(measured_by, dict) or not set(measured_by) <= set(keys) or \
+                    not all(isinstance(v, str) and v for v in measured_by.values()):
+                raise ValueError(f"{where}: claim {claim['id']!r}: measured_by must map some of its keys {keys} "
+                                 f"to the keys of our results, got {measured_by!r}")
+            margin = claim.get("margin")
+            if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0
+                                       or by_keys):
+                raise ValueError(f"{where}: claim {claim['id']!r}: margin must be a number >= 0 of a better/worse "
+                                 f"claim, got {margin!r}")
+            rtol = claim.get("rtol", DEFAULT_RTOL)
+            if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or rtol < 0:
+                raise ValueError(f"{where}: claim {claim['id']!r} has rtol {rtol!r}; expected a number >= 0")
+            rows.append({"id": claim["id"], "study": doc["study"], "chapter": claim["chapter"], "claim": claim["claim"],
+                         "keys": keys if by_keys else None, "better": claim.get("better"),
+                         "worse": claim.get("worse"), "higher_is_better": bool(claim.get("higher_is_better", True)),
+                         "rtol": float(rtol), "margin": None if margin is None else float(margin),
+                         "measured_by": measured_by, "notes": claim.get("notes")})
+    frame = pd.DataFrame(rows, columns=list(_CLAIM_FIELDS[:3]) + ["study"] + list(_CLAIM_FIELDS[3:]))
+    twice = frame["id"][frame["id"].duplicated()].tolist()
+    if twice:
+        raise ValueError(f"claims: id(s) {twice} used twice")
+    return frame.set_index("id", drop=False)
+
+
+def _value_text(value: float, spread: float = math.nan, n: float = 1, units: Any = None) -> str:
+    """A number as a claim box prints it: counts of weights and MACs in millions, the rest by :func:`mean_spread`
+    (four significant digits without a spread), with its units."""
+    if value is None or pd.isna(value):
+        return "–"
+    units = units if _text(units) and units != "fraction" else ""
+    if units in ("weights", "parameters", "FLOPs", "MACs") and abs(value) >= 1e5:
+        value, spread, units = value / 1e6, spread / 1e6, f"M {units}"
+    text = mean_spread(value, spread, n, digits=4)
+    return f"{text} {units}".strip()
+
+
+_REASONS = {
+    "reproduced": "within {rtol:.0%} of the paper (or its printed precision, or two standard deviations over our seeds)",
+    "contradicted": "farther from the paper than {rtol:.0%}, its printed precision and two standard deviations over "
+                    "our seeds, on a like-for-like measurement",
+    "not resolved at this profile": "measured on this profile's data, not with the paper's protocol and data: only "
+                                    "the paper profile compares like for like",
+    "needs the paper profile": "only the paper profile measures it",
+    "not reproducible here": "it needs hardware or data this project cannot have",
+    "no chapter yet": "no chapter measures it yet",
+    "not run": "the chapter that measures it has not run with this profile",
+}
+
+
+def judge_claims(card: pd.DataFrame, claims: pd.DataFrame | None = None, *, chapter: str | None = None,
+                 results: pd.DataFrame | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """Each claim's verdict from a :func:`scorecard`: what the paper claimed, what we found, and whether it holds.
+
+    Args:
+        card: a :func:`scorecard` table (every reported key, with ours where recorded).
+        claims: :func:`load_claims` (default).
+        chapter: only the claims of this chapter.
+        results: :func:`load_results` of the card's profiles; needed only by claims with ``measured_by``.
+        alpha: significance level of the test of a ``better``/``worse`` claim.
+
+    Returns:
+        One row per claim: ``id study chapter claim paper ours profile seeds data verdict why``. ``paper`` and ``ours``
+        are the numbers as text (ours with its spread over seeds); ``verdict`` is one of :data:`VERDICTS`:
+
+        - ``keys`` claims: ``contradicted`` when any number is, ``reproduced`` when all are, else the most
+          telling reason none could be judged (not like for like, needs the paper profile, ...);
+        - ``better``/``worse`` claims: ``reproduced`` when our difference has the paper's sign and Welch's
+          t-test (from our means, spreads and seed counts) gives p < ``alpha``; ``contradicted`` when it has
+          the other sign at p < ``alpha``; ``not resolved at this profile`` otherwise. With a ``margin``, the
+          larger of ours must exceed the smaller by more than it instead of the test.
+    """
+    from scipy import stats
+
+    claims = load_claims() if claims is None else claims
+    if chapter is not None:
+        claims = claims[claims["chapter"] == chapter]
+    rows_by_key = card.set_index("key")
+    out = []
+    for claim in claims.to_dict("records"):
+        keys = claim["keys"] or [claim["better"], claim["worse"]]
+        missing = [k for k in keys if k not in rows_by_key.index]
+        if missing:
+            raise KeyError(f"judge_claims: claim {claim['id']!r} names {missing}, not in the scorecard")
+        rows = rows_by_key.loc[keys].reset_index()
+        for i, key in enumerate(keys):
+            ours_key = (claim.get("measured_by") or {}).get(key)
+            if ours_key is None:
+                continue
+            if results is None:
+                raise ValueError(f"judge_claims: claim {claim['id']!r} is measured by {ours_key!r}: pass results=")
+            found = results[results["key"] == ours_key]
+            for column in ("ours", "spread", "n_seeds", "profile", "data", "seeds"):
+                rows.loc[i, column] = found.iloc[0]["value" if column == "ours" else column] if len(found) else \
+                    (math.nan if column in ("ours", "spread", "n_seeds") else None)
+            rows.loc[i, "ours_text"] = mean_spread(rows.loc[i, "ours"], rows.loc[i, "spread"], rows.loc[i, "n_seeds"])
+            if not len(found):
+                rows.loc[i, "verdict"] = "not run"
+        profiles = sorted({str(p) for p in rows["profile"].dropna()})
+        # a number's label: its metric, or the last part of its key where two share a metric (size-fp32, size-fp16)
+        rows["metric"] = rows["metric"] if rows["metric"].is_unique else rows["key"].str.rsplit("/", n=1).str[-1]
+        result = {"id": claim["id"], "study": claim["study"], "chapter": claim["chapter"], "claim": claim["claim"],
+                  "paper": "; ".join(f"{r['metric']} {_value_text(r['reported'], units=r['units'])}"
+                                     for _, r in rows.iterrows()),
+                  "ours": "; ".join(f"{r['metric']} {_value_text(r['ours'], r['spread'], r['n_seeds'], r['units'])}"
+                                    for _, r in rows.iterrows()),
+                  "profile": ", ".join(profiles) or "–",
+                  "seeds": "; ".join(sorted({str(v) for v in rows["seeds"].dropna()})) or "–",
+                  "data": "; ".join(sorted({str(v) for v in rows["data"].dropna()})) or "–"}
+        if claim["keys"] is not None:
+            verdicts = [judge(r["reported"], r["ours"], r["spread"], like_for_like=is_like_for_like(r["profile"], r["data"]),
+                              rtol=claim["rtol"]) if pd.notna(r["ours"]) and r["verdict"] != "not reproducible here"
+                        else r["verdict"] for _, r in rows.iterrows()]
+            if "contradicted" in verdicts:
+                verdict = "contradicted"
+            elif all(v == "reproduced" for v in verdicts):
+                verdict = "reproduced"
+            else:
+                verdict = next(v for v in VERDICTS if v in verdicts and v != "reproduced")
+            ratios = [f"{r['metric']} {r['ours'] / r['reported']:.2f}x the paper's" for _, r in rows.iterrows()
+                      if pd.notna(r["ours"]) and r["reported"] != 0]
+            why = _REASONS[verdict].format(rtol=claim["rtol"]) + (f" (ours: {', '.join(ratios)})" if ratios else "")
+        else:
+            a, b = rows.iloc[0], rows.iloc[1]
+            sign = 1.0 if claim["higher_is_better"] else -1.0
+            result["paper"] = f"{_value_text(a['reported'], units=a['units'])} against " \
+                              f"{_value_text(b['reported'], units=b['units'])}"
+            result["ours"] = f"{_value_text(a['ours'], a['spread'], a['n_seeds'], a['units'])} against " \
+                             f"{_value_text(b['ours'], b['spread'], b['n_seeds'], b['units'])}"
+            if pd.isna(a["ours"]) or pd.isna(b["ours"]):
+                verdict = a["verdict"] if pd.isna(a["ours"]) else b["verdict"]
+                why = "not measured: " + ", ".join(r["key"] for r in (a, b) if pd.isna(r["ours"]))
+            elif claim.get("margin") is not None and not pd.isna(claim["margin"]):
+                low, high = sorted([abs(a["ours"]), abs(b["ours"])])
+                diff = sign * (a["ours"] - b["ours"])
+                beyond = low > 0 and high / low - 1 > claim["margin"]
+                verdict = ("reproduced" if diff > 0 else "contradicted") if beyond else "not resolved at this profile"
+                why = (f"ours are {high / low:.2f}x apart " if low > 0 else "ours differ ") + \
+                      ("in the paper's direction" if diff > 0 else "against the paper's direction") + \
+                      f" (a difference counts beyond {claim['margin']:.0%})"
+                if any(r["verdict"] == "not reproducible here" for r in (a, b)):
+                    why += "; measured on this machine, not on the paper's device"
+            elif min(a["n_seeds"], b["n_seeds"]) < 2 or pd.isna(a["spread"]) or pd.isna(b["spread"]):
+                verdict, why = "not resolved at this profile", "one seed per arm: no test possible"
+            else:
+                diff = sign * (a["ours"] - b["ours"])
+                if a["spread"] == 0 and b["spread"] == 0:
+                    p = 0.0 if diff != 0 else 1.0
+                else:
+                    p = float(stats.ttest_ind_from_stats(a["ours"], a["spread"], int(a["n_seeds"]), b["ours"],
+                                                         b["spread"], int(b["n_seeds"]), equal_var=False).pvalue)
+                if p < alpha:
+                    verdict = "reproduced" if diff > 0 else "contradicted"
+                else:
+                    verdict = "not resolved at this profile"
+                why = (f"our difference has the paper's sign{'' if diff > 0 else ' reversed'}; Welch p = {p:.2g} "
+                       f"over {int(a['n_seeds'])} and {int(b['n_seeds'])} seeds")
+                if not all(is_like_for_like(r["profile"], r["data"]) for r in (a, b)):
+                    why += f"; a ranking on this profile's data ({result['profile']}), not the paper's"
+        if _text(claim.get("notes")):
+            why += f"; {claim['notes']}"
+        result.update(verdict=verdict, why=why)
+        out.append(result)
+    return pd.DataFrame(out, columns=["id", "study", "chapter", "claim", "paper", "ours", "profile", "seeds", "data",
+                                      "verdict", "why"])
 
 
 def study_card(card: pd.DataFrame, study: str, *, show_inputs: bool = False) -> pd.DataFrame:
@@ -330,10 +639,14 @@ def study_card(card: pd.DataFrame, study: str, *, show_inputs: bool = False) -> 
     """
     if study not in set(card["study"]):
         raise KeyError(f"study_card: no study {study!r}; studies: {sorted(set(card['study']))}")
-    rows = card[(card["study"] == study) & (show_inputs | (card["kind"] == "result"))]
-    columns = ["key", "source", "configuration", "reported", "units", "ours_text", "profile", "data", "seeds",
+    rows = card[(card["study"] == study) & (show_inputs | (card["kind"] == "result"))].copy()
+    # What a reader compares first (the number, the paper's, ours, the verdict), the detail last; keys without
+    # the study's prefix, so the table fits a laptop's page.
+    rows["number"] = rows["key"].str.removeprefix(f"{study}/")
+    rows["reported"] = [mean_spread(v, math.nan, 1, digits=4) for v in rows["reported"]]
+    columns = ["number", "units", "reported", "ours_text", "verdict", "profile", "seeds", "data", "source",
                "status"]
-    return rows[columns].rename(columns={"ours_text": "ours (mean ± std over seeds)"}).set_index("key")
+    return rows[columns].rename(columns={"ours_text": "ours (mean ± std over seeds)"}).set_index("number")
 
 
 def unreported_results(profile: str | Sequence[str], results_dir: str | os.PathLike, *,

@@ -195,8 +195,10 @@ def compare(df: pd.DataFrame, by: str | Sequence[str], metric: str, *, baseline:
 def mean_spread(mean: float, std: float, n: int | float, digits: int = 3) -> str:
     """``"0.741 ± 0.012"``: the one way the book prints a mean over seeds (chapters' tables and the scorecard).
 
-    ``digits`` significant digits for the mean (at least one decimal place below 10, none above); the spread
-    to two significant digits, only with two seeds or more. ``""`` for a missing mean.
+    With two seeds or more and a spread, the digits are the ones the spread justifies: the spread to two
+    significant digits and the mean to the same decimal place (``0.3094 ± 0.0201`` is ``"0.309 ± 0.020"``,
+    ``12.34 ± 1.2`` is ``"12.3 ± 1.2"``). Without a spread, ``digits`` significant digits for the mean (none after
+    the point from ``10 ** digits`` up to a million, exponent notation beyond). ``""`` for a missing mean.
 
     Examples: ``mean_spread(0.7234, 0.0121, 2) == "0.723 ± 0.012"``; ``mean_spread(1234.5, nan, 1) == "1234"``;
     ``mean_spread(3.5e7, nan, 1) == "3.5e+07"``.
@@ -204,10 +206,14 @@ def mean_spread(mean: float, std: float, n: int | float, digits: int = 3) -> str
     if mean is None or pd.isna(mean):
         return ""
     mean = float(mean)
-    text = f"{mean:.0f}" if 10 ** digits <= abs(mean) < 1e6 else f"{mean:.{digits}g}"
-    if n is not None and not pd.isna(n) and n > 1 and std is not None and not pd.isna(std):
-        text += f" ± {float(std):.2g}"
-    return text
+    if n is not None and not pd.isna(n) and n > 1 and std is not None and not pd.isna(std) and math.isfinite(std):
+        std = abs(float(std))
+        if std > 0:
+            decimals = max(0, 1 - math.floor(math.log10(std)))
+            if decimals > 0 or abs(mean) < 1e6:
+                return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+        return f"{mean:.{digits}g} ± {std:.2g}"
+    return f"{mean:.0f}" if 10 ** digits <= abs(mean) < 1e6 else f"{mean:.{digits}g}"
 
 
 def spread_table(df: pd.DataFrame, by: str | Sequence[str], metrics: dict[str, str], *, seed: str = "seed"

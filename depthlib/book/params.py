@@ -238,9 +238,14 @@ class Params(Mapping[str, Any]):
             lines[0] += f" Data: `{self._values['data']}`{where}."
         if "seeds" in self._values:
             lines[0] += f" Seeds: `{self.seeds_text()}`."
-        lines += ["| parameter | value | from |", "|---|---|---|"]
+        lines[0] += (f" Re-run: `papermill notebooks/{self.notebook}.ipynb out.ipynb -p profile {self.profile}` "
+                     "with `-p name value` for any parameter below.")
+        # The table in a <details> drop-down: collapsed on the page (and in JupyterLab), still searchable.
+        lines += [f"<details><summary>All {len(self._values)} parameters of this run</summary>", "",
+                  "| parameter | value | from |", "|---|---|---|"]
         for name, value, source in self._rows():
             lines.append(f"| `{name}` | `{value.replace('|', '/')}` | {source} |")
+        lines += ["", "</details>"]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -308,7 +313,8 @@ def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | 
             profile (its section for ``notebook`` or its defaults).
 
     Returns:
-        :class:`Params`. ``data: auto`` is resolved to ``"nyu_data"`` (``P.data_root`` is its directory)
+        :class:`Params`. Matplotlib and seaborn draw in the book's style from here on
+        (:func:`depthlib.plotting.book_style`). ``data: auto`` is resolved to ``"nyu_data"`` (``P.data_root`` is its directory)
         when the real NYU pairs are present, else ``"synth"``. Random generators (python, numpy, torch)
         are seeded with the first seed, and torch uses ``num_threads`` threads when the profile sets it.
 
@@ -348,6 +354,9 @@ def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | 
         import torch
 
         torch.set_num_threads(int(values["num_threads"]))
+    from depthlib.plotting import book_style  # one figure style for every chapter
+
+    book_style()
     cache = load_profile(profile).get("cache")
     params = Params(notebook, profile, values, overridden, data_root,
                     _paths.project_root() / cache if cache else None)
