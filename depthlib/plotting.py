@@ -27,13 +27,15 @@ __all__ = [
 ]
 
 
-#: Okabe & Ito's colour-blind-safe qualitative palette (black left out: it is the reference lines' colour).
-BOOK_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#999999")
+#: Okabe & Ito's colour-blind-safe qualitative palette, less black (the reference lines' colour) and yellow (too
+#: faint on the white page for a line or a small marker).
+BOOK_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#999999")
 
 # The models the chapters compare most, each with its colour in every chapter. Other names get a colour from
 # their name's CRC32, so one name has one colour in every chapter and every run.
 _MODEL_COLORS = {
     "fastdepth": BOOK_PALETTE[0],
+    "mobilenet / nnconv5dw / add": BOOK_PALETTE[0],   # FastDepth's configuration as chapter 03 labels it
     "mbv2-nnconv5-narrow": BOOK_PALETTE[1],
     "midas-v21-small": BOOK_PALETTE[2],
     "mai2021-3": BOOK_PALETTE[3],
@@ -379,7 +381,8 @@ def pareto_front(points: Any, x: str, y: str, *, minimize_x: bool = True, minimi
 
 
 def plot_pareto(ax: Axes, points: Any, x: str, y: str, *, label: str | None = None, hue: str | None = None,
-                xlabel: str | None = None, ylabel: str | None = None, minimize_y: bool = True) -> Axes:
+                xlabel: str | None = None, ylabel: str | None = None, minimize_y: bool = True,
+                palette: Any = None) -> Axes:
     """Scatter of ``points[y]`` against ``points[x]`` with the Pareto front drawn as a step line.
 
     Args:
@@ -387,10 +390,11 @@ def plot_pareto(ax: Axes, points: Any, x: str, y: str, *, label: str | None = No
         x, y: columns (e.g. ``"latency_ms"`` and ``"rmse"``); ``xlabel``/``ylabel`` should carry units.
         label: column annotating each point; hue: column colouring points by group.
         minimize_y: False for accuracy-like columns (delta1), where higher is better.
+        palette: seaborn's ``palette`` for ``hue`` (e.g. :func:`model_palette` when ``hue`` names models).
     """
     import seaborn as sns
 
-    sns.scatterplot(data=points, x=x, y=y, hue=hue, ax=ax, s=40)
+    sns.scatterplot(data=points, x=x, y=y, hue=hue, ax=ax, s=40, palette=palette)
     front = pareto_front(points, x, y, minimize_y=minimize_y)
     ax.step(front[x], front[y], where="post", color="black", linewidth=1.0, label="Pareto front")
     if label is not None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import re
+import os
 import pathlib
+import re
 import shutil
 import threading
 
@@ -448,6 +449,61 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+#: Screenshots of the top of every page at 1280x800, kept after the test (CI can collect them).
+ARTIFACTS = pathlib.Path(os.environ.get("DEPTHLIB_TEST_ARTIFACTS", REPO / "test-artifacts")) / "screenshots"
+
+# What a reader at a 1280x800 window sees: sideways scrolling (the page, or a table inside its scrolling box; code
+# blocks may scroll), figures without captions, and whether the claim box comes before any visible code.
+LAYOUT_SCRIPT = """
+const doc = document.documentElement;
+const article = document.querySelector('article') || document.body;
+function scroller(el) {
+  for (let p = el.parentElement; p && p !== article; p = p.parentElement) {
+    const o = getComputedStyle(p).overflowX;
+    if (o === 'auto' || o === 'scroll') return p;
+  }
+  return null;
+}
+const wideTables = [];
+for (const t of article.querySelectorAll('table')) {
+  if (t.offsetParent === null) continue;            // collapsed (a drop-down, a hidden input): not seen
+  const box = scroller(t);
+  const tooWide = box ? box.scrollWidth > box.clientWidth + 1
+                      : t.getBoundingClientRect().right > article.getBoundingClientRect().right + 1;
+  if (tooWide) wideTables.push(t.innerText.slice(0, 80));
+}
+const uncaptioned = [];
+for (const img of article.querySelectorAll('.cell_output img')) {
+  if (!img.closest('figure') || !img.closest('figure').querySelector('figcaption')) uncaptioned.push(img.getAttribute('src'));
+}
+const claim = article.querySelector('.admonition.claim-box');
+let codeBeforeClaim = false;
+if (claim) {
+  const top = claim.getBoundingClientRect().top;
+  for (const c of article.querySelectorAll('.cell_input')) {
+    if (c.offsetParent !== null && c.getBoundingClientRect().top < top) { codeBeforeClaim = true; break; }
+  }
+}
+return {pageOverflow: Math.max(0, doc.scrollWidth - doc.clientWidth), wideTables: wideTables,
+        uncaptioned: uncaptioned, claimBox: !!claim, codeBeforeClaim: codeBeforeClaim};
+"""
+
+
+@pytest.mark.book
+def test_search_finds_parameters_and_pages_offer_the_executed_notebook(built_book):
+    root, _, status = built_book
+    if status != 0:
+        pytest.fail("the book did not build")
+    html = root / "_build" / "html"
+    index = (html / "searchindex.js").read_text(encoding="utf-8")
+    for name in ("n_train", "latency_threads", "transfer_epochs"):   # parameters of chapters 03, 03 and 02
+        assert f'"{name}"' in index, f"the search index lacks the parameter name {name}"
+    for name in runner.toc_chapters(REPO):
+        assert (html / "_sources" / "book" / f"{name}.ipynb").is_file(), f"{name}: no executed notebook to download"
+        page = (html / "book" / f"{name}.html").read_text(encoding="utf-8")
+        assert f"_sources/book/{name}.ipynb" in page, f"{name}: no download button for the executed notebook"
+
+
 @pytest.mark.book
 def test_chapter_pages_load_with_figures_and_no_console_errors(built_book):
     root, _, status = built_book
@@ -465,7 +521,8 @@ def test_chapter_pages_load_with_figures_and_no_console_errors(built_book):
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"):
+                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1280,800",
+                 "--hide-scrollbars"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit driver path: selenium-manager never tries to download a browser or a driver.
@@ -489,6 +546,20 @@ def test_chapter_pages_load_with_figures_and_no_console_errors(built_book):
             title = driver.title
             if "Not rebuilt" in driver.page_source:
                 problems.append(f"{page}: marked 'Not rebuilt'")
+            layout = driver.execute_script(LAYOUT_SCRIPT)
+            if layout["pageOverflow"]:
+                problems.append(f"{page}: the page scrolls sideways at 1280 px ({layout['pageOverflow']} px too wide)")
+            problems += [f"{page}: table needs sideways scrolling at 1280 px: {t!r}" for t in layout["wideTables"]]
+            problems += [f"{page}: figure {src} has no caption" for src in layout["uncaptioned"]]
+            if page != "index.html":
+                if not layout["claimBox"]:
+                    problems.append(f"{page}: no claim box")
+                elif layout["codeBeforeClaim"]:
+                    problems.append(f"{page}: code shown before the claim box")
+            elif not layout["claimBox"]:
+                problems.append("index.html: no state of the reproduction")
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(ARTIFACTS / (page.replace("/", "_").removesuffix(".html") + ".png")))
             problems += [f"{page}: console {entry['level']}: {entry['message']}"
                          for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
             assert title, f"{page}: empty title"

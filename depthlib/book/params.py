@@ -313,8 +313,8 @@ def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | 
             profile (its section for ``notebook`` or its defaults).
 
     Returns:
-        :class:`Params`. Matplotlib and seaborn draw in the book's style from here on
-        (:func:`depthlib.plotting.book_style`). ``data: auto`` is resolved to ``"nyu_data"`` (``P.data_root`` is its directory)
+        :class:`Params`. Matplotlib, seaborn and pandas draw and print in the book's style from here on
+        (:func:`depthlib.plotting.book_style`, :func:`depthlib.book.style.table_style`). ``data: auto`` is resolved to ``"nyu_data"`` (``P.data_root`` is its directory)
         when the real NYU pairs are present, else ``"synth"``. Random generators (python, numpy, torch)
         are seeded with the first seed, and torch uses ``num_threads`` threads when the profile sets it.
 
@@ -356,7 +356,10 @@ def setup(notebook: str, profile: str = "quick", namespace: Mapping[str, Any] | 
         torch.set_num_threads(int(values["num_threads"]))
     from depthlib.plotting import book_style  # one figure style for every chapter
 
+    from .style import table_style  # and one table style
+
     book_style()
+    table_style()
     cache = load_profile(profile).get("cache")
     params = Params(notebook, profile, values, overridden, data_root,
                     _paths.project_root() / cache if cache else None)
