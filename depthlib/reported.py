@@ -512,6 +512,21 @@ _REASONS = {
 }
 
 
+def _labels(keys: pd.Series, metrics: pd.Series) -> list[str]:
+    """Short names of a claim's numbers: the metric, or where two share one, the parts of their keys that differ
+    (``size-fp32``, ``sparsity-0.50 params``)."""
+    if metrics.is_unique:
+        return list(metrics)
+    parts = [k.split("/") for k in keys]
+    width = min(len(p) for p in parts)
+    differ = [i for i in range(width) if len({p[i] for p in parts}) > 1]
+    labels = []
+    for p, metric in zip(parts, metrics):
+        label = " ".join(p[i] for i in differ)
+        labels.append(label if differ and differ[-1] == len(p) - 1 else f"{label} {metric}".strip())
+    return labels
+
+
 def judge_claims(card: pd.DataFrame, claims: pd.DataFrame | None = None, *, chapter: str | None = None,
                  results: pd.DataFrame | None = None, alpha: float = 0.05) -> pd.DataFrame:
     """Each claim's verdict from a :func:`scorecard`: what the paper claimed, what we found, and whether it holds.
@@ -561,8 +576,7 @@ def judge_claims(card: pd.DataFrame, claims: pd.DataFrame | None = None, *, chap
             if not len(found):
                 rows.loc[i, "verdict"] = "not run"
         profiles = sorted({str(p) for p in rows["profile"].dropna()})
-        # a number's label: its metric, or the last part of its key where two share a metric (size-fp32, size-fp16)
-        rows["metric"] = rows["metric"] if rows["metric"].is_unique else rows["key"].str.rsplit("/", n=1).str[-1]
+        rows["metric"] = _labels(rows["key"], rows["metric"])
         result = {"id": claim["id"], "study": claim["study"], "chapter": claim["chapter"], "claim": claim["claim"],
                   "paper": "; ".join(f"{r['metric']} {_value_text(r['reported'], units=r['units'])}"
                                      for _, r in rows.iterrows()),
