@@ -172,7 +172,7 @@ def test_mean_spread_prints_the_digits_the_spread_justifies():
 
 
 def test_claim_box_markdown(tmp_path):
-    from depthlib.book.claims import claims_markdown, state_markdown
+    from depthlib.book.claims import claims_markdown, state_html, state_markdown
 
     card, claims, results = _toy(tmp_path, [
         {"key": "toy/weights", "value": 3.12e6, "data": "architecture (no training)"},
@@ -182,12 +182,15 @@ def test_claim_box_markdown(tmp_path):
     assert text.startswith(":::{admonition} Claim and finding\n:class: claim-box note")
     assert text.rstrip().endswith(":::")
     for claim in judged.to_dict("records"):
-        assert f"**{claim['claim']}**" in text and f"verdict: **{claim['verdict']}**" in text
-    assert "ours (quick profile)" in text
+        assert f"- **{claim['verdict']}**: {claim['claim']} (toy)" in text
+    assert "ours (quick profile" in text and "- why: " in text
     only_reproduced = claims_markdown(judged[judged["verdict"] == "reproduced"], profile="quick")
     assert ":class: claim-box tip" in only_reproduced
     state = state_markdown(judged, profile="quick")
     assert "{doc}`03_x`" in state and f"The chapters check {len(judged)} claims" in state
+    page = state_html(judged, profile="quick")     # what another page pastes: HTML only crosses pages
+    assert page.startswith('<div class="admonition claim-box') and 'href="03_x.html"' in page
+    assert f"The chapters check {len(judged)} claims" in page
 
 
 def test_figure_style_and_colours():
@@ -246,3 +249,27 @@ def test_launch_links_open_the_chapter_notebook():
     ext.launch_the_chapter(None, "book/03_fastdepth", "page.html", context, None)
     urls = [b["url"] for b in context["header_buttons"][0]["buttons"]]
     assert all(u.endswith("/notebooks/03_fastdepth.ipynb") for u in urls)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_chapters_open_with_the_claim_box_and_collapse_their_code(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    pasted = "{glue} book-state" if path.stem == "01_introduction" else "{glue:md} claim-box"
+    assert nb.cells[1].cell_type == "markdown" and pasted in nb.cells[1].source, \
+        f"{path.name}: the second cell must paste the {pasted} box"
+    if path.stem != "01_introduction":
+        assert any(c.cell_type == "code" and f'claim_box("{path.stem}"' in c.source for c in nb.cells), \
+            f"{path.name}: no depthlib.book.claim_box call"
+    in_solution, shown = False, []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            in_solution = ("{solution-start}" in cell.source) or (in_solution and "{solution-end}" not in cell.source)
+            continue
+        if in_solution or "hide-input" in cell.metadata.get("tags", []):
+            continue
+        shown.append(cell.source)
+    assert all("depthlib.book.setup(" in s or "claim_box(" in s for s in shown), \
+        f"{path.name}: code cells shown in full besides the setup and claim_box calls: {shown}"

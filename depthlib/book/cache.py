@@ -48,7 +48,6 @@ _FORMAT = 1  # bump when the on-disk layout changes
 
 #: Modules that never change a cached result: drawing, the command line and the book's own machinery.
 NOT_DEPENDENCIES = ("depthlib.plotting", "depthlib.cli", "depthlib.book", "depthlib.book._paths",
-                    "depthlib.book.claims", "depthlib.book.style",
                     "depthlib.book.cache", "depthlib.book.grids", "depthlib.book.params", "depthlib.book.results",
                     "depthlib.book.runner")
 

@@ -20,6 +20,7 @@ scorecard's verdicts per study), which the introduction and the front page paste
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +31,12 @@ from depthlib.reported import VERDICTS, judge_claims, load_claims, load_results,
 
 from . import _paths
 
-__all__ = ["BOOK_STATE", "CLAIM_BOX", "claim_box", "claims_markdown", "glue", "judged_claims", "state_markdown"]
+__all__ = ["BOOK_STATE", "CLAIM_BOX", "claim_box", "claims_markdown", "glue", "judged_claims", "state_html",
+           "state_markdown"]
+
+#: The studies' keys as the book names them (the reported YAML files of FastDepth and of Haly & Malcarne are keyed
+#: ``fastdepth`` and ``haly``).
+STUDY_KEYS = {"fastdepth": "wofk2019", "haly": "haly2021"}
 
 #: The glue name of a chapter's box (the first cell of every chapter pastes it).
 CLAIM_BOX = "claim-box"
@@ -82,11 +88,11 @@ def claims_markdown(judged: pd.DataFrame, *, profile: str, title: str = "Claim a
     if judged.empty:
         lines.append("This chapter checks no claim of a paper on its own; see its sections.")
     for r in judged.to_dict("records"):
+        seeds = f", seeds {r['seeds']}" if r["seeds"] not in ("-", "–", "") else ""
         lines += [
-            f"- **{r['claim']}** ({r['study']})",
-            f"  - the paper: {r['paper']}",
-            f"  - ours ({r['profile']} profile): {r['ours']}",
-            f"  - verdict: **{r['verdict']}** ({r['why']})",
+            f"- **{r['verdict']}**: {r['claim']} ({STUDY_KEYS.get(r['study'], r['study'])})",
+            f"  - the paper: {r['paper']}; ours ({r['profile']} profile{seeds}): {r['ours']}",
+            f"  - why: {r['why']}",
         ]
     lines += ["", f"Profile `{profile}`; numbers read back from the results this run recorded{source}. The verdict "
               "rules: `depthlib.reported.judge_claims`. \"not resolved at this profile\" means this run cannot tell, "
@@ -119,15 +125,55 @@ def claim_box(notebook: str, params: Any, *, everything: bool = False,
     where = f" (`results/{params.profile}/`)" if everything else f" (`results/{params.profile}/{notebook}.csv`)"
     glue(name, Markdown(claims_markdown(judged, profile=params.profile, source=where)))
     if everything:
-        glue(BOOK_STATE, Markdown(state_markdown(judged, profile=params.profile)))
+        glue(BOOK_STATE, _Rich(state_markdown(judged, profile=params.profile),
+                               state_html(judged, profile=params.profile)))
     return judged
+
+
+class _Rich:
+    """A glued object with a MyST and an HTML form: pasting into another page (``{glue}`` with ``:doc:``) only
+    carries HTML, pasting into the same page or showing it in JupyterLab uses the Markdown."""
+
+    def __init__(self, markdown: str, html_text: str) -> None:
+        self.markdown, self.html = markdown, html_text
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return self.markdown
+
+
+def _counts_text(judged: pd.DataFrame, bold: tuple[str, str] = ("**", "**")) -> str:
+    counts = judged["verdict"].value_counts()
+    return ", ".join(f"{bold[0]}{counts[v]}{bold[1]} {v}" for v in VERDICTS if v in counts)
+
+
+def state_html(judged: pd.DataFrame, *, profile: str) -> str:
+    """:func:`state_markdown` as HTML (an admonition of the book's theme), with links to the chapters relative to
+    ``book/`` (where the front page and the chapters are)."""
+    items = []
+    for chapter, part in judged.groupby("chapter", sort=True):
+        verdicts = ", ".join(f"{html.escape(r['id'])}: <strong>{html.escape(r['verdict'])}</strong>"
+                             for r in part.to_dict("records"))
+        items.append(f'<li><a class="reference internal" href="{html.escape(chapter)}.html">{html.escape(chapter)}</a>: '
+                     f"{verdicts}</li>")
+    return (f'<div class="admonition claim-box {_verdict_class(list(judged["verdict"]))}">'
+            '<p class="admonition-title">The state of the reproduction</p>'
+            f"<p>The chapters check {len(judged)} claims of the five studies. With the <code>{html.escape(profile)}"
+            f"</code> profile: {_counts_text(judged, ('<strong>', '</strong>'))}.</p>"
+            f"<ul>{''.join(items)}</ul>"
+            "<p>Every verdict is computed from the results the chapters recorded (the scorecard chapter lists "
+            "them all); none is typed in.</p></div>")
 
 
 def state_markdown(judged: pd.DataFrame, *, profile: str) -> str:
     """The short box of the book's state (the introduction pastes it): how many of the chapters' claims have
     each verdict under ``profile``, and which chapter checks each."""
-    counts = judged["verdict"].value_counts()
-    summary = ", ".join(f"**{counts[v]}** {v}" for v in VERDICTS if v in counts)
+    summary = _counts_text(judged)
     lines = [":::{admonition} The state of the reproduction",
              f":class: claim-box {_verdict_class(list(judged['verdict']))}", "",
              f"The chapters check {len(judged)} claims of the five studies. With the `{profile}` profile: {summary}.",
