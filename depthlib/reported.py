@@ -53,6 +53,7 @@ __all__ = [
     "unreported_results",
     "results_frame",
     "study_card",
+    "chapter_card",
     "RUN_ROWS",
     "reported_key",
     "VERDICTS",
@@ -644,7 +645,12 @@ def judge_claims(card: pd.DataFrame, claims: pd.DataFrame | None = None, *, chap
 
 
 def study_card(card: pd.DataFrame, study: str, *, show_inputs: bool = False) -> pd.DataFrame:
-    """One study's rows of a :func:`scorecard`, as the scorecard chapter shows them (indexed by key).
+    """One study's rows of a :func:`scorecard`, as the scorecard chapter shows them (indexed by the key without the
+    study's prefix).
+
+    The columns a reader compares come first and the detail last, so the table fits a laptop's page: ``source``,
+    ``reported`` and ``ours`` (each with its units; ours with its spread over seeds), ``verdict``, and ``run``
+    (profile, seeds and data behind our number, or why there is none).
 
     Args:
         card: a :func:`scorecard` table.
@@ -653,14 +659,32 @@ def study_card(card: pd.DataFrame, study: str, *, show_inputs: bool = False) -> 
     """
     if study not in set(card["study"]):
         raise KeyError(f"study_card: no study {study!r}; studies: {sorted(set(card['study']))}")
-    rows = card[(card["study"] == study) & (show_inputs | (card["kind"] == "result"))].copy()
-    # What a reader compares first (the number, the paper's, ours, the verdict), the detail last; keys without
-    # the study's prefix, so the table fits a laptop's page.
-    rows["number"] = rows["key"].str.removeprefix(f"{study}/")
-    rows["reported"] = [mean_spread(v, math.nan, 1, digits=4) for v in rows["reported"]]
-    columns = ["number", "units", "reported", "ours_text", "verdict", "profile", "seeds", "data", "source",
-               "status"]
-    return rows[columns].rename(columns={"ours_text": "ours (mean ± std over seeds)"}).set_index("number")
+    rows = card[(card["study"] == study) & (show_inputs | (card["kind"] == "result"))]
+    return _card_view(rows, prefix=f"{study}/")
+
+
+def chapter_card(card: pd.DataFrame, notebook: str, *, keys: Iterable[str] = ()) -> pd.DataFrame:
+    """The rows of a :func:`scorecard` that chapter ``notebook`` recorded (plus ``keys``, reported numbers it
+    discusses without measuring), laid out like :func:`study_card`, indexed by the full key."""
+    keys = list(keys)
+    missing = [k for k in keys if k not in set(card["key"])]
+    if missing:
+        raise KeyError(f"chapter_card: {missing} are not reported keys")
+    rows = card[(card["notebook"] == notebook) | card["key"].isin(keys)]
+    return _card_view(rows, prefix="")
+
+
+def _card_view(rows: pd.DataFrame, *, prefix: str) -> pd.DataFrame:
+    run = [(f"{r['profile']} profile" + (f", seeds {r['seeds']}" if _text(r["seeds"]) and r["seeds"] != "-" else "")
+            + f"; {r['data']}") if pd.notna(r["ours"]) else r["status"] for r in rows.to_dict("records")]
+    return pd.DataFrame({
+        "source": rows["source"].to_numpy(),
+        "reported": [_value_text(v, units=u) for v, u in zip(rows["reported"], rows["units"])],
+        "ours (mean ± std over seeds)": [_value_text(v, s, n, u) for v, s, n, u in
+                                         zip(rows["ours"], rows["spread"], rows["n_seeds"], rows["units"])],
+        "verdict": rows["verdict"].to_numpy(),
+        "run": run,
+    }, index=pd.Index(rows["key"].str.removeprefix(prefix).to_numpy(), name="number"))
 
 
 def unreported_results(profile: str | Sequence[str], results_dir: str | os.PathLike, *,
