@@ -273,3 +273,43 @@ def test_chapters_open_with_the_claim_box_and_collapse_their_code(path):
         shown.append(cell.source)
     assert all("depthlib.book.setup(" in s or "claim_box(" in s for s in shown), \
         f"{path.name}: code cells shown in full besides the setup and claim_box calls: {shown}"
+
+
+def test_study_and_chapter_cards_put_what_a_reader_compares_first(tmp_path):
+    from depthlib.reported import chapter_card, study_card
+
+    card, _, _ = _toy(tmp_path, [
+        {"key": "toy/weights", "value": 3.12e6, "data": "architecture (no training)", "seeds": "-"},
+        {"key": "toy/v2", "value": 0.41, "spread": 0.0123, "n_seeds": 3}])
+    view = study_card(card, "toy")
+    assert list(view.columns) == ["source", "reported", "ours (mean ± std over seeds)", "verdict", "run"]
+    assert view.index.name == "number" and "weights" in view.index          # the study's prefix is dropped
+    assert view.loc["weights", "reported"] == "3.1 M parameters"
+    assert view.loc["weights", "ours (mean ± std over seeds)"] == "3.12 M parameters"
+    assert view.loc["weights", "run"] == "quick profile; architecture (no training)"
+    assert view.loc["v2", "ours (mean ± std over seeds)"] == "0.410 ± 0.012"
+    assert view.loc["v2", "run"] == "quick profile, seeds 0,1; synth"
+    assert view.loc["fast", "run"].startswith("not reproducible here")      # why there is no number of ours
+    mine = chapter_card(card, "03_x", keys=["toy/fast"])
+    assert "toy/weights" in mine.index and "toy/fast" in mine.index
+    with pytest.raises(KeyError, match="toy/nope"):
+        chapter_card(card, "03_x", keys=["toy/nope"])
+    with pytest.raises(KeyError, match="no study 'other'"):
+        study_card(card, "other")
+
+
+def test_tables_print_four_significant_digits():
+    from depthlib.book.style import format_number, table_style
+
+    assert format_number(20.67) == "20.67" and format_number(3.78) == "3.78"
+    assert format_number(3933090.0) == "3,933,090" and format_number(3933090) == "3,933,090"
+    assert format_number(0.000123456) == "0.0001235" and format_number(float("nan")) == "–"
+    assert format_number("x") == "x" and format_number(True) == "True"
+    options = ("display.float_format", "styler.format.formatter", "styler.format.na_rep", "display.max_colwidth")
+    try:
+        table_style()
+        html = pd.DataFrame({"a": [20.670000, 3.78]}).round(2).style.to_html()
+        assert ">20.67<" in html and "20.670000" not in html
+    finally:
+        for option in options:   # the rest of the test session prints pandas' way
+            pd.reset_option(option)
