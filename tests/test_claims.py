@@ -245,10 +245,13 @@ def test_launch_links_open_the_chapter_notebook():
     ext = _extension()
     context = {"header_buttons": [{"type": "group", "buttons": [
         {"url": "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/book/03_fastdepth.ipynb"},
-        {"url": "https://colab.research.google.com/github/o/r/blob/main/book/03_fastdepth.ipynb"}]}]}
+        {"url": "https://colab.research.google.com/github/o/r/blob/main/book/03_fastdepth.ipynb"}]},
+        {"type": "group", "buttons": [{"url": "../_sources/book/03_fastdepth.ipynb"}]}]}
     ext.launch_the_chapter(None, "book/03_fastdepth", "page.html", context, None)
     urls = [b["url"] for b in context["header_buttons"][0]["buttons"]]
     assert all(u.endswith("/notebooks/03_fastdepth.ipynb") for u in urls)
+    # the download button keeps the executed notebook of the page
+    assert context["header_buttons"][1]["buttons"][0]["url"] == "../_sources/book/03_fastdepth.ipynb"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)

@@ -130,7 +130,7 @@ def test_scorecard_joins_on_key_and_explains_missing_values(tmp_path):
     card = scorecard("quick", results, reported=rep).set_index("key")
     assert len(card) == len(rep)  # every reported number appears, whether we have it or not
     assert card.loc["toy/a", "reported"] == 0.5 and card.loc["toy/a", "ours"] == 0.61
-    assert card.loc["toy/a", "ours_text"] == "0.61 ± 0.02"
+    assert card.loc["toy/a", "ours_text"] == "0.610 ± 0.020"   # the digits a spread of 0.02 justifies
     assert card.loc["toy/a", ["profile", "data", "seeds"]].tolist() == ["quick", "synth", "0,1"]
     assert card.loc["toy/a", "status"] == "measured: quick profile"
     assert card.loc["toy/b", "status"] == "not reproducible here: a phone"

@@ -64,7 +64,8 @@ def configure_repository(app, config) -> None:
 def _rewrite(buttons, old: str, new: str) -> None:
     for button in buttons or []:
         if isinstance(button, dict):
-            if isinstance(button.get("url"), str):
+            # launch links only (Binder, Colab: absolute URLs); the download button's _sources/... stays
+            if isinstance(button.get("url"), str) and button["url"].startswith(("https://", "http://")):
                 button["url"] = button["url"].replace(old, new)
             _rewrite(button.get("buttons"), old, new)
 
