@@ -2,7 +2,10 @@
 the LR range test and DDP through torchrun.
 
 - :class:`TrainConfig` the recipe (optimizer, schedule, loss, seeds, AMP, ...), validated.
-- :func:`fit` trains, checkpoints ``out_dir/last.pt`` every epoch, resumes, returns the history.
+- :func:`fit` trains, checkpoints ``out_dir/last.pt`` every epoch, resumes, returns the history; with a
+  ``teacher`` and ``distill=[DistillTerm(...)]`` it distils (:mod:`depthlib.train.distill`).
+- :class:`DistillTerm` a weighted distillation term (``"feature_l2"``, ``"pixel_rmse"``, ``"pairwise"``);
+  :class:`TeacherCache` the teacher's outputs per sample, shared across the fits of a seed sweep.
 - :func:`evaluate` the depth metrics of a model over a dataset.
 - :func:`lr_range_test` Smith's (2017) LR range test and a suggested LR.
 - :func:`train_eval`, :func:`lr_search`, :func:`predict`: one run of a chapter (:mod:`depthlib.train.runs`).
@@ -14,9 +17,10 @@ the LR range test and DDP through torchrun.
 from ._engine import seed_everything
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
+from .distill import DistillTerm, TeacherCache
 from .loop import NonFiniteLossError, evaluate, fit
 from .lr_finder import lr_range_test
 from .runs import build_model, lr_search, predict, train_eval, train_eval_run
 
-__all__ = ["TrainConfig", "fit", "evaluate", "lr_range_test", "load_checkpoint", "NonFiniteLossError",
+__all__ = ["TrainConfig", "DistillTerm", "TeacherCache", "fit", "evaluate", "lr_range_test", "load_checkpoint", "NonFiniteLossError",
            "build_model", "predict", "train_eval", "train_eval_run", "lr_search", "seed_everything"]

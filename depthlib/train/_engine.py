@@ -269,7 +269,8 @@ def target_keys(cfg: TrainConfig, loss_fn: LossFn) -> tuple[str, ...]:
         return ("pairs", "relation")
     raise ValueError(
         f"TrainConfig.loss={cfg.loss!r} is a {kind!r} loss: its second argument is not in the batch "
-        "(a teacher's output for distillation); train it with a loop that computes that argument"
+        "(a teacher's output). Keep a supervised TrainConfig.loss and pass the teacher to fit: "
+        "fit(..., teacher=teacher, distill=[DistillTerm('pixel_rmse' | 'feature_l2' | 'pairwise', ...)])"
     )
 
 

@@ -36,6 +36,7 @@ from .checkpoint import (
     save_atomic,
 )
 from .config import TrainConfig
+from .distill import DistillTerm, Distiller, IndexedDataset, TeacherCache, check_arguments, check_resume
 from .distributed import DistContext, setup_distributed, teardown_distributed
 
 __all__ = ["fit", "evaluate", "NonFiniteLossError"]
@@ -70,6 +71,9 @@ def fit(
     *,
     resume: bool = True,
     stop_after_epoch: int | None = None,
+    teacher: nn.Module | None = None,
+    distill: list[DistillTerm] | None = None,
+    teacher_cache: TeacherCache | None = None,
 ) -> pd.DataFrame:
     """Train ``model`` in place and return the history, one row per epoch.
 
@@ -100,6 +104,20 @@ def fit(
     and training continues from the next epoch, bit-identically to a run that was never interrupted.
     Temporaries a killed checkpoint write left in ``out_dir`` are removed when ``fit`` starts.
 
+    Distillation (issue 12): with a ``teacher`` and ``distill`` terms (:class:`depthlib.train.DistillTerm`:
+    zhang2021's feature L2 at a layer pair with a learned 1x1 adapter where channel counts differ, yucel2021's
+    pixel-wise RMSE and pair-wise affinity terms) the objective is ``config.loss + sum_k weight_k * term_k``.
+    The teacher is frozen **in place** (``eval()``, ``requires_grad_(False)``; it stays frozen after ``fit``),
+    runs once per batch under ``torch.no_grad()`` on the student's input and never receives gradients; with a
+    ``teacher_cache`` (:class:`depthlib.train.TeacherCache`, refused on randomly augmented data) its outputs
+    are kept per sample across the ``fit`` calls of a seed sweep. Before the first step one probe sample
+    (every RNG state restored afterwards) checks the teacher's device, the layer names (an unknown one lists
+    the modules there are), the output and feature sizes, and sizes the adapters. Checkpoints hold the
+    student and the adapters (``ckpt["model"]`` is the student's state dict alone, so ``load_checkpoint``
+    loads it for deployment; ``ckpt["distill"]`` holds the terms, the adapters and the teacher's identity,
+    not its weights); resume checks the terms and the teacher's weights hash and continues bit-identically.
+    The history gains one column ``train_<term name>`` per term (unweighted, averaged over the samples).
+
     Distributed: inside an initialised process group or a ``torchrun`` launch the model is wrapped in
     ``DistributedDataParallel``, each process loads ``config.batch_size / world_size`` samples per step,
     validation runs on rank 0 and is broadcast, and only rank 0 writes checkpoints and shows progress.
@@ -113,6 +131,12 @@ def fit(
         resume: continue from ``out_dir/last.pt`` when it exists.
         stop_after_epoch: stop after this (1-based) epoch although the schedule spans
             ``config.epochs``: a long run split into sessions, resumed later.
+        teacher: a frozen network to distil from (any ``nn.Module`` mapping ``(B, 3, H, W)`` to
+            ``(B, 1, H, W)``), on the student's device; ``None`` trains without distillation.
+        distill: the distillation terms (needs ``teacher``; a teacher needs at least one term).
+        teacher_cache: a :class:`~depthlib.train.TeacherCache` to read and fill with the teacher's outputs per
+            training sample (share one object across the runs of a sweep); ``None`` runs the teacher on every
+            batch.
 
     Returns:
         DataFrame with columns ``epoch`` (1-based), ``lr`` (used during the epoch), ``train_loss`` (the
@@ -125,7 +149,11 @@ def fit(
             the last good checkpoint untouched.
         ValueError: an invalid config, an ``out_dir`` that is a file, or a checkpoint that does not
             match the model (another preset or overrides), the config, the dataset or the epochs; all
-            raised before the first sample is read.
+            raised before the first sample is read. With distillation, before the first step: terms without
+            a teacher or a teacher without terms, a teacher that is the student, a teacher on another
+            device, an unknown layer name, a teacher whose output size differs from the student's (pixel
+            term) or features of another spatial size, a cache on randomly augmented data, a checkpoint
+            written with other terms or another teacher.
     """
     cfg = TrainConfig() if config is None else config
     if not isinstance(cfg, TrainConfig):
@@ -141,10 +169,13 @@ def fit(
         raise ValueError(f"stop_after_epoch must be a positive int or None, got {stop_after_epoch!r}")
     if out_dir is not None:
         _check_out_dir(pathlib.Path(out_dir))
+    terms = check_arguments(model, teacher, distill, teacher_cache)
     ctx, device = setup_distributed(cfg.device)
     try:
-        with _deterministic(cfg.deterministic, device):
-            return _fit(model, train_data, val_data, cfg, out_dir, resume, stop_after_epoch, ctx, device)
+        with _deterministic(cfg.deterministic, device), contextlib.ExitStack() as cleanup:
+            distillation = None if terms is None else (teacher, terms, teacher_cache, cleanup)
+            return _fit(model, train_data, val_data, cfg, out_dir, resume, stop_after_epoch, ctx, device,
+                        distillation)
     finally:
         teardown_distributed(ctx)
 
@@ -159,6 +190,7 @@ def _fit(
     stop_after_epoch: int | None,
     ctx: DistContext,
     device: torch.device,
+    distillation: tuple[nn.Module, list[DistillTerm], TeacherCache | None, contextlib.ExitStack] | None = None,
 ) -> pd.DataFrame:
     if cfg.batch_size % ctx.world_size:
         raise ValueError(
@@ -172,7 +204,27 @@ def _fit(
         model.to(memory_format=torch.channels_last)
     loss_fn = _engine.resolve_loss(cfg)
     keys = _engine.target_keys(cfg, loss_fn)
-    optimizer = _engine.build_optimizer(model, cfg)
+    data_fp = dataset_fingerprint(train_data)
+    distiller = None
+    loader_data = train_data
+    if distillation is not None:
+        teacher, terms, teacher_cache, cleanup = distillation
+        if speed.compile and any(t.student_layer for t in terms):
+            warnings.warn("TrainConfig.compile=True: not applied with distillation feature taps (forward hooks); "
+                          "training eagerly", RuntimeWarning, stacklevel=3)
+            speed.compile = False
+        distiller = Distiller(
+            model, teacher, terms, cache=teacher_cache, train_data=train_data, data_fingerprint=data_fp,
+            device=device, channels_last=speed.channels_last,
+            autocast=speed.autocast if speed.cpu_bf16 else (lambda: _engine.autocast(device, cfg.amp)),
+            autocast_mode="cpu_bf16" if speed.cpu_bf16 else str(cfg.amp), seed=cfg.seed,
+            prepare=lambda b: _engine.prepare_batch(b, device, cfg, ())[0])
+        cleanup.callback(distiller.close)
+        if teacher_cache is not None:
+            loader_data = IndexedDataset(train_data)  # the cache's key: each sample's index
+    # the adapters (if any) train with the student, in the same optimiser, after the student's parameters
+    trained = model if distiller is None or not len(distiller.adapters) else nn.ModuleList([model, distiller.adapters])
+    optimizer = _engine.build_optimizer(trained, cfg)
     scheduler = _engine.build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
 
@@ -184,7 +236,7 @@ def _fit(
     loader_gen = torch.Generator()
     loader_gen.manual_seed(cfg.seed + ctx.rank)
     loader = DataLoader(
-        train_data,
+        loader_data,
         batch_size=cfg.batch_size // ctx.world_size,
         sampler=sampler,
         num_workers=cfg.num_workers,
@@ -201,7 +253,6 @@ def _fit(
         )
 
     ckpt_path = pathlib.Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    data_fp = dataset_fingerprint(train_data)
     if ckpt_path is not None and ctx.is_main:
         for tmp in remove_stale_temporaries(ckpt_path):
             logger.warning("removed %s, left by a checkpoint write that was interrupted", tmp)
@@ -209,7 +260,8 @@ def _fit(
     start_epoch = 0
     if resume and ckpt_path is not None and ckpt_path.is_file():
         # Restored last: nothing between here and the first batch may consume a random number.
-        start_epoch, history = _restore(ckpt_path, cfg, ctx, model, optimizer, scheduler, scaler, loader_gen, data_fp)
+        start_epoch, history = _restore(ckpt_path, cfg, ctx, model, optimizer, scheduler, scaler, loader_gen, data_fp,
+                                        distiller)
 
     net: nn.Module = model
     if ctx.enabled:
@@ -222,12 +274,14 @@ def _fit(
         t0 = time.perf_counter()
         sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, n_images, train_time = _train_epoch(
+        train_loss, n_images, train_time, terms_mean = _train_epoch(
             net, loader, optimizer, scaler, loss_fn, keys, cfg, ctx, device, epoch, disable, ckpt_path, len(history),
-            speed,
+            speed, distiller,
         )
-        _check_finite_state(model, optimizer, epoch, ckpt_path, len(history), ctx, device)
+        _check_finite_state(model, optimizer, epoch, ckpt_path, len(history), ctx, device,
+                            distiller.adapters.state_dict() if distiller is not None else None)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr), "train_loss": train_loss}
+        row.update({f"train_{name}": v for name, v in terms_mean.items()})
         if val_data is not None:
             metrics = None
             if ctx.is_main:
@@ -262,6 +316,8 @@ def _fit(
                     "model_meta": model_metadata(model),
                     "data": data_fp,
                 }
+                if distiller is not None:
+                    ckpt["distill"] = distiller.state_dict()
                 save_atomic(ckpt, ckpt_path)
                 _write_csv(pd.DataFrame(history), ckpt_path.parent / "history.csv")
         ctx.barrier()  # no rank starts an epoch that a crash of rank 0's checkpoint write would orphan
@@ -283,10 +339,15 @@ def _train_epoch(
     ckpt_path: pathlib.Path | None,
     last_good_epoch: int,
     speed: _engine.Speed | None = None,
-) -> tuple[float, int, float]:
-    """One pass over ``loader``; returns (mean loss over all processes' samples, images, seconds)."""
+    distiller: Distiller | None = None,
+) -> tuple[float, int, float, dict[str, float]]:
+    """One pass over ``loader``; returns (mean loss over all processes' samples, images, seconds, the mean of
+    each distillation term by name)."""
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
+    if distiller is not None:
+        params += distiller.adapter_parameters
+        term_sums = torch.zeros(len(distiller.terms), dtype=torch.float64, device=device)
     # delta1 of raw relative-depth predictions means nothing: the bar shows it for metric models only.
     metric_output = getattr(_unwrap(net), "output_kind", "metric") == "metric"
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -295,20 +356,29 @@ def _train_epoch(
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=disable, leave=False)
     for i, batch in enumerate(bar):
         image, targets = _engine.prepare_batch(batch, device, cfg, keys)
-        if speed is not None and speed.cpu_bf16:
-            # bf16 forward on the CPU; the loss (and its backward's first steps) in float32
-            with speed.autocast():
-                output = speed.forward(net, image)
-            loss, final = _engine.compute_loss(_engine.float_output(output), targets, loss_fn, cfg.aux_weights)
-        else:
-            with _engine.autocast(device, cfg.amp):
-                output = speed.forward(net, image) if speed is not None else net(image)
-                loss, final = _engine.compute_loss(output, targets, loss_fn, cfg.aux_weights)
+        # the teacher (no_grad, eval mode) or its cached outputs; the student's feature taps record meanwhile
+        teacher_out = distiller.teacher_outputs(batch, image) if distiller is not None else None
+        with distiller.capturing() if distiller is not None else contextlib.nullcontext():
+            if speed is not None and speed.cpu_bf16:
+                # bf16 forward on the CPU; the loss (and its backward's first steps) in float32
+                with speed.autocast():
+                    output = speed.forward(net, image)
+                loss, final = _engine.compute_loss(_engine.float_output(output), targets, loss_fn, cfg.aux_weights)
+            else:
+                with _engine.autocast(device, cfg.amp):
+                    output = speed.forward(net, image) if speed is not None else net(image)
+                    loss, final = _engine.compute_loss(output, targets, loss_fn, cfg.aux_weights)
+        if distiller is not None:
+            distill_loss, term_values = distiller.loss(final, teacher_out)  # float32, outside autocast
+            loss = loss + distill_loss
+            term_sums += term_values * image.shape[0]
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
         else:
             loss.backward()
+        if distiller is not None and ctx.enabled and len(distiller.adapters):
+            distiller.all_reduce_adapter_grads(ctx.world_size)
         # Checked between backward and step, so a bad batch never reaches the weights.
         _check_finite(loss, params, scaler is not None, batch, epoch, i, ctx, ckpt_path, last_good_epoch)
         if scaler is not None:
@@ -328,14 +398,19 @@ def _train_epoch(
             postfix["img/s"] = f"{count * ctx.world_size / (time.perf_counter() - t0):.1f}"
             bar.set_postfix(postfix)
     bar.close()
+    if distiller is None:
+        term_sums = torch.zeros(0, dtype=torch.float64, device=device)
     if ctx.enabled:
-        totals = torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)])
+        totals = torch.cat([torch.stack([loss_sum, torch.tensor(float(count), dtype=torch.float64, device=device)]),
+                            term_sums])
         torch.distributed.all_reduce(totals)
-        loss_sum, total = totals[0], int(totals[1].item())
+        loss_sum, total, term_sums = totals[0], int(totals[1].item()), totals[2:]
     else:
         total = count
     elapsed = time.perf_counter() - t0
-    return float(loss_sum.item() / total), total, elapsed
+    names = distiller.names if distiller is not None else []
+    terms_mean = {n: float(v) / total for n, v in zip(names, term_sums.tolist())}
+    return float(loss_sum.item() / total), total, elapsed, terms_mean
 
 
 def _check_finite(
@@ -421,6 +496,7 @@ def _restore(
     scaler: torch.amp.GradScaler | None,
     loader_gen: torch.Generator,
     data_fp: dict[str, Any],
+    distiller: Distiller | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     ckpt = load_checkpoint(path)
     if ckpt.get("format") is None:
@@ -439,8 +515,11 @@ def _restore(
         raise ValueError(
             f"{path} was trained on another dataset than this train_data ({diffs}); resume with the same "
             "training data, or pass resume=False / another out_dir to start over")
+    check_resume(ckpt.get("distill"), distiller, f"checkpoint {path}")
     check_state_dict(model, ckpt["model"], f"checkpoint {path}")
     model.load_state_dict(ckpt["model"])
+    if distiller is not None:
+        distiller.load_state_dict(ckpt["distill"], f"checkpoint {path}")
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -493,7 +572,7 @@ def _check_out_dir(out_dir: pathlib.Path) -> None:
 
 def _check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int,
                         ckpt_path: pathlib.Path | None, last_good_epoch: int, ctx: DistContext,
-                        device: torch.device) -> None:
+                        device: torch.device, extra: dict[str, Any] | None = None) -> None:
     """Stop when the epoch left NaN/inf in the model (BatchNorm running statistics included) or the optimiser.
 
     The per-step check sees the loss and the gradients only: in training mode BatchNorm normalises with the
@@ -501,6 +580,7 @@ def _check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoc
     written then would hold a model that predicts NaN in ``eval()`` mode.
     """
     bad = nonfinite_entries(model.state_dict())
+    bad += [f"distill.adapters.{k}" for k in nonfinite_entries(extra or {})]
     bad += [f"optimizer.{k}" for k in nonfinite_entries(optimizer.state_dict().get("state", {}))]
     if ctx.enabled:  # every rank stops together (ranks' BatchNorm buffers may differ)
         ok = torch.tensor(0 if bad else 1, dtype=torch.int32, device=device)
