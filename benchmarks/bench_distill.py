@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 from depthlib.data import open_dataset  # noqa: E402
 from depthlib.models import create_model  # noqa: E402
 from depthlib.train import DistillTerm, TeacherCache, TrainConfig, fit  # noqa: E402
-from depthlib.train._engine import cpu_features  # noqa: E402
+from depthlib.train._engine import machine_banner  # noqa: E402
 
 
 
@@ -119,12 +119,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    feats = cpu_features()
-    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start; CPU {feats['model']}")
-    print("CPU flags: " + ", ".join(f"{k}={'yes' if feats[k] else 'no'}"
-                                   for k in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"))
-          + f"; torch CPU capability {feats['capability']}")
+    print(machine_banner(args.threads))
 
     data = make_data(args.samples, tuple(args.size))
     overrides = {"internal_size": tuple(args.teacher_internal)}

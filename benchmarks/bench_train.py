@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 from depthlib.data import open_dataset  # noqa: E402
 from depthlib.models import create_model  # noqa: E402
 from depthlib.train import TrainConfig, fit  # noqa: E402
-from depthlib.train._engine import cpu_features  # noqa: E402
+from depthlib.train._engine import machine_banner  # noqa: E402
 
 
 def make_data(n: int, size: tuple[int, int]) -> list[dict]:
@@ -149,12 +149,7 @@ def main() -> None:
     if args.quick:
         args.repeats, args.epochs, args.samples = 1, 2, 32
     torch.set_num_threads(args.threads)
-    feats = cpu_features()
-    print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start; CPU {feats['model']}")
-    print("CPU flags: " + ", ".join(f"{k}={'yes' if feats[k] else 'no'}"
-                                   for k in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"))
-          + f"; torch CPU capability {feats['capability']}")
+    print(machine_banner(args.threads))
     if args.seeds:
         seed_comparison(args.seeds, args.seed_frames, args.seed_epochs)
         print("\nre-measure: .venv/bin/python benchmarks/bench_train.py " + " ".join(sys.argv[1:]))

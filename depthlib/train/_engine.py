@@ -94,6 +94,18 @@ def cpu_features() -> dict[str, Any]:
     return out
 
 
+def machine_banner(threads: int) -> str:
+    """The two lines every training benchmark prints first: torch, threads, CPUs, load, the CPU and its flags."""
+    import os
+
+    feats = cpu_features()
+    flags = ", ".join(f"{k}={'yes' if feats[k] else 'no'}"
+                      for k in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni"))
+    return (f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f} at start; CPU {feats['model']}\n"
+            f"CPU flags: {flags}; torch CPU capability {feats['capability']}")
+
+
 class Speed:
     """The speed switches of a :class:`TrainConfig` as this machine honours them, decided once per ``fit``.
 
