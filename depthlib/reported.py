@@ -697,13 +697,15 @@ def unreported_results(profile: str | Sequence[str], results_dir: str | os.PathL
     without our value.
 
     Returns:
-        The rows of :func:`load_results` whose key is not reported, plus a bool column ``suspect``.
+        The rows of :func:`load_results` whose key is not reported, plus a bool column ``suspect`` and
+        ``ours_text`` (the value by :func:`depthlib.stats.mean_spread`).
     """
     rep = load_reported() if reported is None else reported
     res = load_results(profile, results_dir)
     extra = res[~res["key"].isin(rep["key"])].reset_index(drop=True)
     studies = tuple(f"{s}/" for s in rep["study"].unique())
     extra["suspect"] = extra["key"].str.startswith(studies) & ~extra["key"].str.contains("/ours/")
+    extra["ours_text"] = [mean_spread(v, s, n) for v, s, n in zip(extra["value"], extra["spread"], extra["n_seeds"])]
     return extra
 
 

@@ -179,6 +179,7 @@ def test_unreported_results_catch_typos(tmp_path):
     extra = unreported_results("quick", tmp_path / "results", reported=rep).set_index("key")
     assert sorted(extra.index) == ["ours/x", "toy/aa", "toy/ours/latency"]
     assert extra["suspect"].to_dict() == {"toy/aa": True, "ours/x": False, "toy/ours/latency": False}
+    assert extra.loc["ours/x", "ours_text"] == "1.000 ± 0.010"   # the fixture's spread 0.01, to two digits
 
 
 def test_every_run_mapping_names_a_reported_key(monkeypatch):

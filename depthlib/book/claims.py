@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from depthlib.reported import VERDICTS, judge_claims, load_claims, load_results, scorecard
+from depthlib.reported import VERDICTS, judge_claims, load_results, scorecard
 
 from . import _paths
 
@@ -65,10 +65,7 @@ def judged_claims(notebook: str | None, params: Any, *, results_dir: str | os.Pa
     ``params.profile`` (:func:`depthlib.reported.judge_claims`)."""
     results_dir = _paths.results_dir() if results_dir is None else results_dir
     card = scorecard(params.profile, results_dir)
-    claims = load_claims()
-    if notebook is not None:
-        claims = claims[claims["chapter"] == notebook]
-    return judge_claims(card, claims, results=load_results(params.profile, results_dir))
+    return judge_claims(card, chapter=notebook, results=load_results(params.profile, results_dir))
 
 
 def _verdict_class(verdicts: Sequence[str]) -> str:
