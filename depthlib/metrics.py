@@ -62,6 +62,7 @@ __all__ = [
     "DepthMetrics",
     "fit_scale_shift",
     "align_scale_shift",
+    "align_log_scale",
     "relation_from_depth",
     "whdr",
     "mai2021_score",
@@ -403,6 +404,30 @@ def fit_scale_shift(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor,
     scale = torch.where(ok, (a11 * b0 - a01 * b1) / safe, torch.zeros_like(det))
     shift = torch.where(ok, (-a01 * b0 + a00 * b1) / safe, torch.zeros_like(det))
     return scale, shift
+
+
+def align_log_scale(pred: Tensor, target: Tensor, mask: Tensor | None = None, *, min_depth: float = 1e-3) -> Tensor:
+    """``pred`` times the per-image scale that :func:`depth_metrics`'s ``si_rmse`` ignores.
+
+    The scale is ``exp(mean(ln target - ln pred))`` over an image's valid pixels: the factor that makes the
+    mean log error zero, so the aligned prediction's errors are the ones si-RMSE measures (zhang2021's metric).
+    For figures of networks trained with a scale-invariant loss, whose absolute scale is not learned.
+
+    Args:
+        pred: ``(B, 1, H, W)`` positive depths (clamped from below to ``min_depth`` before the log).
+        target: ``(B, 1, H, W)``.
+        mask: bool ``(B, 1, H, W)``; ``None`` means ``target > 0``. An image without a valid pixel keeps scale 1.
+
+    Returns:
+        ``(B, 1, H, W)``, the aligned prediction.
+    """
+    pred, target, mask = _check_inputs(pred, target, mask)
+    mask = mask & (target > 0) & torch.isfinite(target)
+    m = mask.to(pred.dtype)
+    d = (torch.log(torch.where(mask, target, torch.ones_like(target))) - torch.log(pred.clamp(min=min_depth))) * m
+    n = m.sum(dim=(1, 2, 3))
+    log_scale = torch.where(n > 0, d.sum(dim=(1, 2, 3)) / n.clamp(min=1), torch.zeros_like(n))
+    return pred * torch.exp(log_scale).view(-1, 1, 1, 1)
 
 
 def align_scale_shift(

@@ -727,6 +727,35 @@ RUN_ROWS: dict[str, dict[Any, str]] = {
 }
 
 
+def reported_rows(table: str, *, reported: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A reported table laid out as the paper prints it: one row per configuration, one column per metric.
+
+    Keys ``<table>/<row>/<metric>`` (``"zhang2021/table1/ours/si-rmse"``) give row ``ours`` and column
+    ``si-rmse``; deeper keys keep the rest of their path in the row name.
+
+    Args:
+        table: the key prefix, e.g. ``"zhang2021/table2"``.
+        reported: the reported table (default :func:`load_reported`).
+
+    Returns:
+        DataFrame of values indexed by row, in the YAML's order; a metric a row lacks is NaN.
+
+    Raises:
+        KeyError: no reported key starts with ``table + "/"``.
+    """
+    rep = load_reported() if reported is None else reported
+    keys = [k for k in rep.index if k.startswith(f"{table}/")]
+    if not keys:
+        raise KeyError(f"reported_rows: no reported key starts with {table + '/'!r}")
+    cells: dict[str, dict[str, float]] = {}
+    for key in keys:
+        row, metric = key[len(table) + 1:].rsplit("/", 1) if "/" in key[len(table) + 1:] else (key[len(table) + 1:], "value")
+        cells.setdefault(row, {})[metric] = float(rep.loc[key, "value"])
+    frame = pd.DataFrame.from_dict(cells, orient="index")
+    frame.index.name = "row"
+    return frame
+
+
 def reported_key(table: str, run: Any, metric: str, *, reported: pd.DataFrame | None = None) -> str | None:
     """The reported key our ``run`` of ``table`` is compared with for ``metric``, or ``None`` when the paper
     has no such row (a run of ours the paper did not make).

@@ -540,8 +540,14 @@ def test_mai2021_reader_names_the_first_unmatched_file(tmp_path):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "rgb" / f"{name}.png")
     Image.fromarray(np.ones((8, 8), np.uint16) * 1000).save(tmp_path / "depth" / "a.png")
     Image.fromarray(np.ones((8, 8), np.uint16) * 1000).save(tmp_path / "depth" / "c.png")
-    with pytest.raises(FileNotFoundError, match=r"entry 2 points to a missing file .*depth/b\.png"):
+    with pytest.raises(FileNotFoundError, match=r"do not match .*rgb/b\.png has no depth .*depth/b\.png"):
         open_dataset("mai2021", tmp_path)
+    Image.fromarray(np.ones((8, 8), np.uint16) * 1000).save(tmp_path / "depth" / "b.png")
+    # the other direction: a depth map without its image (c.png) is named too, not silently ignored
+    with pytest.raises(FileNotFoundError, match=r"do not match .*depth/c\.png has no rgb image .*rgb/c\.png"):
+        open_dataset("mai2021", tmp_path)
+    (tmp_path / "depth" / "c.png").unlink()
+    assert len(open_dataset("mai2021", tmp_path)) == 2
 
 
 def test_unknown_encoder_lists_the_zoo():

@@ -21,7 +21,7 @@ through papermill and builds the HTML (see :mod:`depthlib.book.runner`).
 
 from __future__ import annotations
 
-from ._paths import find_nyu_data, find_shared, find_weights, project_root, results_dir
+from ._paths import cache_dir, find_nyu_data, find_shared, find_weights, project_root, results_dir
 from .claims import CLAIM_BOX, claim_box, glue, judged_claims
 from .cache import cache_path, cached, code_version, load_cached
 from .grids import GridResult, grid, run_grid
@@ -30,7 +30,7 @@ from .results import RESULT_COLUMNS, record_results, results_path
 
 __all__ = [
     "CLAIM_BOX", "claim_box", "glue", "judged_claims",
-    "Params", "ParameterError", "RESULT_COLUMNS", "add_subcommands", "cache_path", "cached", "code_version",
+    "Params", "ParameterError", "RESULT_COLUMNS", "add_subcommands", "cache_dir", "cache_path", "cached", "code_version",
     "find_nyu_data", "find_shared", "find_weights", "list_profiles", "load_cached", "load_profile", "profile_values",
     "project_root", "record_results", "results_dir", "results_path", "setup", "grid", "run_grid", "GridResult",
 ]

@@ -10,10 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import hashlib
+import json
+import os
+import pathlib
+import tempfile
+
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["TRAIN_SETS", "chapter_data"]
+__all__ = ["TRAIN_SETS", "chapter_data", "synth_mai2021_root"]
 
 #: ``cache(key, spec, fn)``: returns ``fn()``, possibly stored under ``(key, spec)``.
 Cache = Callable[[str, Any, Callable[[], Any]], Any]
@@ -23,7 +29,13 @@ TRAIN_SETS = {
     "synth": "procedural indoor scenes (depthlib.data.synth), rendered at the training size",
     "nyu_h5": "FastDepth's NYU Depth v2 h5 tree (root/train, root/val), FastDepth's transforms",
     "nyu_labeled": "the 1449-image NYU labeled subset (sagar2021's ablations), train/test split of splits.mat",
+    "mai2021": "the MAI-2021 challenge training data (root/train or root: rgb/ + depth/), a seeded train/val split",
+    "synth_mai2021": "procedural scenes written in the MAI-2021 layout (root/train, root/val) and read back with "
+                     "open_dataset('mai2021')",
 }
+
+#: Splits of this many samples or fewer are read once and held in memory (a quick profile's 480x640 frames).
+IN_MEMORY = 256
 
 
 def _materialize(dataset: Dataset) -> list[dict[str, Any]]:
@@ -49,6 +61,63 @@ def _synth_samples(split: str, n: int, size: Sequence[int], seed: int, scene: st
              "path": stacked["path"][i]} for i in range(len(stacked["path"]))]
 
 
+def synth_mai2021_root(root: Any, *, n_train: int, n_val: int, size: Sequence[int], seed: int,
+                       scene: str = "indoor") -> pathlib.Path:
+    """Procedural frames written once in the MAI-2021 layout under ``root/<spec hash>`` and that folder returned.
+
+    ``<folder>/train`` holds ``n_train`` frames and ``<folder>/val`` ``n_val`` (different procedural sequences),
+    written by :func:`depthlib.data.writer.write_mai2021`; ``<folder>/spec.json``, written last and atomically,
+    marks a complete dataset, so a second call (or a re-run of a chapter) reads what is there and a folder a
+    killed run left incomplete is rewritten. Nothing outside ``root/<spec hash>`` is touched.
+
+    Args:
+        root: parent folder (a chapter passes its cache folder). n_train, n_val: frames (>= 1).
+        size: ``(H, W)`` of the frames (MAI: 480x640). seed, scene: the procedural sequence.
+    """
+    from .writer import write_mai2021
+
+    spec = {"layout": "mai2021", "n_train": int(n_train), "n_val": int(n_val), "size": [int(size[0]), int(size[1])],
+            "seed": int(seed), "scene": scene, "version": 2}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    folder = pathlib.Path(root) / f"mai2021-{spec['size'][0]}x{spec['size'][1]}-{digest}"
+    marker = folder / "spec.json"
+    if marker.is_file():
+        return folder
+    # no marker: nothing, or what a killed run left; the folder is this spec's alone, so rewriting it is safe
+    for split, n in (("train", n_train), ("val", n_val)):
+        write_mai2021(folder, n, tuple(size), seed, scene, split, overwrite=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".spec.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(spec, f, indent=1)
+    os.replace(tmp, marker)
+    return folder
+
+
+def _mai2021_split(root: Any, n_train: int, n_val: int, seed: int, transform: Any) -> tuple[Dataset, Dataset]:
+    """The real MAI-2021 data split into training and validation sets.
+
+    zhang2021 split the 7385 training pairs into 7000 and 385 but did not publish which: the ``n_val``
+    validation pairs here are the first of a permutation seeded with ``seed``, the training pairs the rest
+    (headed to ``n_train`` when it is not 0). A root with its own ``val`` folder is used as it is.
+    """
+    from depthlib.data import open_dataset
+
+    root = pathlib.Path(root)
+    if (root / "val" / "rgb").is_dir():
+        train_set, val_set = (open_dataset("mai2021", root, split=s, transform=transform) for s in ("train", "val"))
+        return (torch.utils.data.Subset(train_set, range(min(n_train, len(train_set)))) if n_train else train_set,
+                torch.utils.data.Subset(val_set, range(min(n_val, len(val_set)))) if n_val else val_set)
+    full = open_dataset("mai2021", root, split="train", transform=transform)
+    if not 0 < n_val < len(full):
+        raise ValueError(f"chapter_data('mai2021'): n_val={n_val} must be between 1 and {len(full) - 1} "
+                         f"(the {len(full)} pairs in {root} are split into training and validation)")
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(int(seed))).tolist()
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if n_train:
+        train_idx = train_idx[:n_train]
+    return torch.utils.data.Subset(full, train_idx), torch.utils.data.Subset(full, val_idx)
+
+
 def chapter_data(train: str, *, size: Sequence[int], n_train: int, n_val: int, seed: int = 0,
                  train_root: Any = None, nyu_root: Any = None, scene: str = "indoor",
                  cache: Cache | None = None) -> dict[str, Any]:
@@ -56,11 +125,16 @@ def chapter_data(train: str, *, size: Sequence[int], n_train: int, n_val: int, s
 
     Args:
         train: one of :data:`TRAIN_SETS`: ``"synth"`` (quick and smoke profiles), ``"nyu_h5"`` or
-            ``"nyu_labeled"`` (paper profile).
+            ``"nyu_labeled"`` (paper profile); ``"synth_mai2021"`` (procedural frames written in the MAI layout
+            under ``train_root`` by :func:`synth_mai2021_root` and read back with the real reader) or
+            ``"mai2021"`` (the challenge data in ``train_root``). The MAI sets keep their frames at ``size``
+            through a plain resize (:func:`~depthlib.data.transforms.mai2021_transform`, no augmentation:
+            zhang2021 names none), evaluated as ``"mai2021_val"``, and so do the real NYU pairs with them.
         size: ``(H, W)`` of the network input, for training and evaluation (multiples of 32 for FastDepth).
         n_train, n_val: number of training and validation samples; ``0`` means the whole split (real data).
         seed: the procedural data's seed (the data stays fixed while the runs' seeds vary).
-        train_root: the dataset root for ``nyu_h5`` / ``nyu_labeled``.
+        train_root: the dataset root for ``nyu_h5`` / ``nyu_labeled`` / ``mai2021``; for ``synth_mai2021`` the
+            folder under which the frames are written.
         nyu_root: DenseDepth's ``nyu_data`` folder (the real NYU test pairs) or ``None``; when given, its
             test split becomes the evaluation set ``"nyu"``, through FastDepth's validation transform.
         scene: the procedural scene kind.
@@ -77,7 +151,7 @@ def chapter_data(train: str, *, size: Sequence[int], n_train: int, n_val: int, s
         ValueError: an unknown ``train``; FileNotFoundError: a missing root (from :func:`open_dataset`).
     """
     from depthlib.data import open_dataset
-    from depthlib.data.transforms import fastdepth_train_transform, fastdepth_val_transform
+    from depthlib.data.transforms import fastdepth_train_transform, fastdepth_val_transform, mai2021_transform
 
     if train not in TRAIN_SETS:
         raise ValueError(f"chapter_data: train={train!r} is not one of {list(TRAIN_SETS)}")
@@ -93,6 +167,23 @@ def chapter_data(train: str, *, size: Sequence[int], n_train: int, n_val: int, s
         evaluations["synth"] = _synth_samples("val", n_val, size, seed, scene, cache)
         parts.append(f"train: synth {scene} {len(train_set)} @{size[0]}x{size[1]} (data seed {seed}); "
                      f"eval: synth val {n_val}")
+    elif train in ("mai2021", "synth_mai2021"):
+        if train_root is None:
+            raise ValueError(f"chapter_data({train!r}): train_root is required (the "
+                             + ("folder to write the frames under" if train == "synth_mai2021" else "MAI-2021 root")
+                             + ")")
+        resize = mai2021_transform(size)
+        if train == "synth_mai2021":
+            folder = synth_mai2021_root(train_root, n_train=n_train, n_val=n_val, size=size, seed=seed, scene=scene)
+            train_set, val_set = (open_dataset("mai2021", folder, split=s, transform=resize) for s in ("train", "val"))
+            title = f"synth {scene} in the MAI layout (data seed {seed})"
+        else:
+            train_set, val_set = _mai2021_split(train_root, n_train, n_val, seed, resize)
+            title = "MAI-2021"
+        train_set = _materialize(train_set) if len(train_set) <= IN_MEMORY else train_set
+        evaluations["mai2021_val"] = _materialize(val_set) if len(val_set) <= IN_MEMORY else val_set
+        parts.append(f"train: {title} {len(train_set)} @{size[0]}x{size[1]}; eval: {title} val "
+                     f"{len(evaluations['mai2021_val'])}")
     else:
         # the real training sets, each evaluated on its own held-out split (FastDepth's val, the labeled test)
         title, eval_split = {"nyu_h5": ("NYU h5", "val"), "nyu_labeled": ("NYU labeled", "test")}[train]
@@ -104,12 +195,13 @@ def chapter_data(train: str, *, size: Sequence[int], n_train: int, n_val: int, s
         parts.append(f"train: {title} {len(train_set)} @{size[0]}x{size[1]}; eval: {title} {eval_split} "
                      f"{len(evaluations[name])}")
     if nyu_root is not None:
-        evaluations["nyu"] = _materialize(open_dataset("nyu_png", nyu_root, split="test",
-                                                       transform=fastdepth_val_transform(size)))
+        # FastDepth's centre crop for the NYU chapters; the MAI ones take whole 480x640 frames, as the challenge
+        nyu_transform = mai2021_transform(size) if "mai2021" in train else fastdepth_val_transform(size)
+        evaluations["nyu"] = _materialize(open_dataset("nyu_png", nyu_root, split="test", transform=nyu_transform))
         parts.append(f"NYU test {len(evaluations['nyu'])} real pairs")
     primary = "nyu" if "nyu" in evaluations and train == "synth" else next(iter(evaluations))
     spec = {"train": train, "size": list(size), "n_train": int(n_train), "n_val": int(n_val), "seed": int(seed),
-            "scene": scene, "train_root": str(train_root) if train_root is not None else None,
+            "scene": scene, "train_root": (None if train_root is None or train == "synth_mai2021" else str(train_root)),
             "nyu": len(evaluations["nyu"]) if "nyu" in evaluations else 0}
     return {"train": train_set, "evaluations": evaluations, "primary": primary, "describe": ", ".join(parts),
             "spec": spec}

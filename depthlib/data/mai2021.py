@@ -42,6 +42,21 @@ class MAI2021(DepthDataset):
         if not rgbs:
             raise FileNotFoundError(f"open_dataset('mai2021'): no image in {base / 'rgb'}")
         rows = [(p, base / "depth" / (p.stem + ".png")) for p in rgbs]
+        if on_missing == "raise":
+            # name the first file without its partner, in either direction, before any sample is read
+            lonely = next((d for _, d in rows if not d.is_file()), None)
+            if lonely is not None:
+                raise FileNotFoundError(
+                    f"open_dataset('mai2021'): rgb and depth names do not match in {base}: {lonely.parent.parent / 'rgb' / lonely.stem}"
+                    f"{next(p.suffix for p, d in rows if d == lonely)} has no depth {lonely} (each rgb/<name> needs "
+                    f"depth/<name>.png; on_missing='skip' leaves such frames out)")
+            stems = {p.stem for p in rgbs}
+            orphan = next((d for d in sorted((base / "depth").glob("*.png")) if d.stem not in stems), None) \
+                if (base / "depth").is_dir() else None
+            if orphan is not None:
+                raise FileNotFoundError(
+                    f"open_dataset('mai2021'): rgb and depth names do not match in {base}: {orphan} has no rgb "
+                    f"image {base / 'rgb' / orphan.stem}.png (or .jpg)")
         self.rows = filter_missing(self.kind, rows, str(base / "rgb"), on_missing)
         self.max_depth = check_max_depth(self.kind, max_depth)
 

@@ -1,4 +1,6 @@
-"""Write generated frames in DenseDepth's ``nyu_data`` layout, so ``open_dataset("nyu_png", out)`` reads them.
+"""Write generated frames in a real dataset's layout, so the real reader reads them back.
+
+:func:`write_nyu_png`: DenseDepth's ``nyu_data`` layout, read by ``open_dataset("nyu_png", out)``:
 
 - ``split="test"`` (default): ``data/nyu2_test/NNNNN_colors.png`` (8-bit RGB) and ``NNNNN_depth.png``
   (16-bit, millimetres, 0 = invalid); listed in ``data/nyu2_test.csv``. Depths beyond 65.535 m (outdoor
@@ -6,6 +8,10 @@
 - ``split="train"``: ``data/nyu2_train/synth_<scene>/<n>.png`` (8-bit RGB, lossless png rather than
   DenseDepth's jpg) and ``<n>_depth.png`` (8-bit, 255 = 10 m, DenseDepth's train convention; deeper -> 0);
   listed in ``data/nyu2_train.csv``.
+
+:func:`write_mai2021`: the MAI-2021 challenge layout, read by ``open_dataset("mai2021", out, split=split)``:
+``<split>/rgb/NNNNN.png`` (8-bit RGB) and ``<split>/depth/NNNNN.png`` (16-bit, millimetres, 0 = invalid, as the
+challenge stores its ZED depth; beyond 65.535 m -> 0).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from PIL import Image
 
 from .synth import SCENES, render_batch
 
-__all__ = ["write_nyu_png", "check_nyu_png_target"]
+__all__ = ["write_nyu_png", "check_nyu_png_target", "write_mai2021", "check_mai2021_target"]
 
 
 def _save_png(array: np.ndarray, path: pathlib.Path) -> None:
@@ -31,10 +37,26 @@ def _save_png(array: np.ndarray, path: pathlib.Path) -> None:
     os.replace(tmp, path)
 
 
-def _positive_int(name: str, value) -> int:
+def _positive_int(name: str, value, who: str = "write_nyu_png") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"write_nyu_png: {name}={value!r} must be a positive int")
+        raise ValueError(f"{who}: {name}={value!r} must be a positive int")
     return int(value)
+
+
+def _check_size(size, who: str) -> tuple[int, int]:
+    try:
+        h, w = (_positive_int("size", v, who) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: size={size!r} must be (H, W) with H, W >= 4") from None
+    if h < 4 or w < 4:
+        raise ValueError(f"{who}: size={size!r} must be (H, W) with H, W >= 4")
+    return h, w
+
+
+def _depth_mm(depth: torch.Tensor) -> np.ndarray:
+    """``(B, H, W)`` metres -> uint16 millimetres, 0 where the depth does not fit 16 bits."""
+    mm = (depth * 1000.0).round()
+    return torch.where(mm <= 65535, mm, 0).to(torch.int32).numpy().astype(np.uint16)
 
 
 def _listed_files(listing: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
@@ -113,12 +135,7 @@ def write_nyu_png(out: str | os.PathLike, n: int, size: tuple[int, int] = (240, 
     batch = _positive_int("batch", batch)
     if workers is not None:
         workers = _positive_int("workers", workers)
-    try:
-        h, w = (_positive_int("size", v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"write_nyu_png: size={size!r} must be (H, W) with H, W >= 4") from None
-    if h < 4 or w < 4:
-        raise ValueError(f"write_nyu_png: size={size!r} must be (H, W) with H, W >= 4")
+    h, w = _check_size(size, "write_nyu_png")
     listing = check_nyu_png_target(out, split, scene, overwrite)
     out = pathlib.Path(out)
     previous = _listed_files(listing, out) if listing.is_file() else []
@@ -138,8 +155,7 @@ def write_nyu_png(out: str | os.PathLike, n: int, size: tuple[int, int] = (240, 
         rgb = (frames["image"] * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         depth = frames["depth"][:, 0]
         if split == "test":
-            mm = (depth * 1000.0).round()
-            stored = torch.where(mm <= 65535, mm, 0).to(torch.int32).numpy().astype(np.uint16)
+            stored = _depth_mm(depth)
         else:
             q = (depth * (255.0 / 10.0)).round()
             stored = torch.where(q <= 255, q, 0).to(torch.uint8).numpy()
@@ -160,3 +176,88 @@ def write_nyu_png(out: str | os.PathLike, n: int, size: tuple[int, int] = (240, 
         if stale not in written:
             stale.unlink(missing_ok=True)
     return listing
+
+
+#: The synthetic splits :func:`write_mai2021` writes, each a different procedural sequence (the generator's own
+#: split offsets, so a split's frames are those ``open_dataset("synth", split=...)`` renders).
+MAI2021_SPLITS = ("train", "val", "test")
+
+
+def check_mai2021_target(out: str | os.PathLike, split: str = "train", overwrite: bool = False) -> pathlib.Path:
+    """Raise before any rendering when ``out/<split>`` cannot take new frames; return that folder.
+
+    Raises:
+        ValueError: an unknown ``split``.
+        FileExistsError: ``out`` is a file, or ``out/<split>/rgb`` or ``out/<split>/depth`` already holds png
+            files and ``overwrite`` is False.
+    """
+    if split not in MAI2021_SPLITS:
+        raise ValueError(f"write_mai2021: split={split!r} is not one of {MAI2021_SPLITS}")
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"write_mai2021: out={str(out)!r} is an existing file, not a folder")
+    base = out / split
+    if not overwrite:
+        held = [f"{d} ({n} png files)" for d in (base / "rgb", base / "depth")
+                if d.is_dir() and (n := sum(1 for _ in d.glob("*.png")))]
+        if held:
+            raise FileExistsError(
+                f"write_mai2021: {base} already holds frames: {', '.join(held)}; nothing was written. Pass "
+                "overwrite=True to replace them, or choose another out")
+    return base
+
+
+def write_mai2021(out: str | os.PathLike, n: int, size: tuple[int, int] = (480, 640), seed: int = 0,
+                  scene: str = "indoor", split: str = "train", batch: int = 8, *, overwrite: bool = False,
+                  workers: int | None = None) -> pathlib.Path:
+    """Render frames ``0..n-1`` of the procedural ``split`` of sequence ``seed`` in the MAI-2021 layout.
+
+    Writes ``out/<split>/rgb/NNNNN.png`` (8-bit RGB, ``(H, W, 3)``) and ``out/<split>/depth/NNNNN.png``
+    (16-bit millimetres ``(H, W)``, 0 = invalid): what ``open_dataset("mai2021", out, split=split)`` reads,
+    the challenge's own layout (zhang2021 trains on 480x640 frames). The frames are those of
+    ``open_dataset("synth", split=split, seed=seed, size=size, scene=scene)``. Each png is written atomically;
+    with ``overwrite=True`` pngs of an earlier run that this one does not write are deleted.
+
+    Args:
+        out: dataset root. n: frames. size: ``(H, W)`` (MAI: ``(480, 640)``). seed, scene: the procedural
+            sequence. split: ``"train"``, ``"val"`` or ``"test"``. batch: frames rendered per pass.
+        workers: render threads (:func:`depthlib.data.synth.render_batch`).
+
+    Returns:
+        the split's folder ``out/<split>``.
+
+    Raises:
+        ValueError: an invalid ``n``, ``batch``, ``size``, ``split``, ``scene`` or ``workers``, before anything
+            is rendered. FileExistsError: see :func:`check_mai2021_target`.
+    """
+    from .synth import SynthDataset
+
+    who = "write_mai2021"
+    if scene not in SCENES:
+        raise ValueError(f"{who}: scene={scene!r} is not one of {SCENES}")
+    n, batch = _positive_int("n", n, who), _positive_int("batch", batch, who)
+    if workers is not None:
+        workers = _positive_int("workers", workers, who)
+    h, w = _check_size(size, who)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"{who}: seed={seed!r} must be an int")
+    base = check_mai2021_target(out, split, overwrite)
+    folders = {k: base / k for k in ("rgb", "depth")}
+    previous = {p.resolve() for d in folders.values() if d.is_dir() for p in d.glob("*.png")}
+    for d in folders.values():
+        d.mkdir(parents=True, exist_ok=True)
+    written: set[pathlib.Path] = set()
+    sequence = int(seed) + SynthDataset._SPLIT_OFFSET[split]
+    for start in range(0, n, batch):
+        chunk = list(range(start, min(n, start + batch)))
+        frames = render_batch(sequence, chunk, (h, w), scene, workers=workers)
+        rgb = (frames["image"] * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        stored = _depth_mm(frames["depth"][:, 0])
+        for row, index in enumerate(chunk):
+            paths = (folders["rgb"] / f"{index:05d}.png", folders["depth"] / f"{index:05d}.png")
+            _save_png(rgb[row], paths[0])
+            _save_png(stored[row], paths[1])
+            written.update(p.resolve() for p in paths)
+    for stale in previous - written:
+        stale.unlink(missing_ok=True)
+    return base

@@ -195,6 +195,28 @@ for _i in (1, 2, 3, 4):
     _mai2021(_i)
 
 
+@register_model("mai2021-teacher")
+def mai2021_teacher(*, pretrained_encoder: Weights = None, encoder: str = "mobilenet_v2",
+                    internal_size: tuple[int, int] = (256, 320)) -> DepthNet:
+    """zhang2021's teacher for distillation: a larger encoder with the students' light fusion decoder.
+
+    The paper's teacher is a ViT-Large trained from ImageNet weights on the MAI data (section 2.2; its decoder
+    is not described): ``encoder="vit_large"`` with ``internal_size=(384, 512)`` in the paper profile (needs
+    the ViT encoders of :mod:`depthlib.models.encoders`). On a CPU the default is the largest model that trains
+    within a quick profile's budget: MobileNetV2 (the converted ImageNet weights when present) at 256x320
+    inside, twice the students' internal resolution, so that it sees the detail fast downsampling throws away.
+    Input 480x640 (any size: input_multiple 1), resized to ``internal_size`` inside and the prediction resized
+    back, like the students; the decoder's last convolution (``decoder.head.0``, before the final ReLU) is the
+    layer whose output zhang2021 distils.
+    """
+    if len(internal_size) != 2 or any(int(v) % 32 or int(v) < 32 for v in internal_size):
+        raise ValueError(f"mai2021-teacher: internal_size={tuple(internal_size)} must be two multiples of 32 (the "
+                         f"encoder's stride)")
+    enc = create_encoder(encoder, pretrained_encoder)
+    return DepthNet(enc, LightFusionDecoder(enc.channels), name="mai2021-teacher", input_multiple=1,
+                    default_input_size=(480, 640), internal_size=tuple(int(v) for v in internal_size))
+
+
 # --- haly2021: MiDaS v2.1 small ------------------------------------------------------------------------------
 
 @register_model("midas-small", encoder="efficientnet_lite3")

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from . import _engine
 
-__all__ = ["build_model", "predict", "train_eval", "train_eval_run", "lr_search"]
+__all__ = ["build_model", "rebuild_model", "predict", "train_eval", "train_eval_run", "lr_search"]
 
 
 def build_model(model: str | Callable[[], nn.Module], seed: int, weights: Any = None,
@@ -43,6 +43,18 @@ def build_model(model: str | Callable[[], nn.Module], seed: int, weights: Any = 
     from depthlib.models import create_model
 
     return create_model(model, weights=weights, **dict(overrides or {}))
+
+
+def rebuild_model(model: str | Callable[[], nn.Module], state: Mapping[str, torch.Tensor], *, weights: Any = None,
+                  overrides: Mapping[str, Any] | None = None) -> nn.Module:
+    """The trained network of a run, from the ``state_dict`` that ``train_eval(..., keep_state=True)`` returned.
+
+    Built as the run built it (same preset, ``weights`` and ``overrides``, so the recorded input normalisation
+    is the same), then loaded strictly with ``state``; returned in ``eval()`` mode.
+    """
+    net = build_model(model, 0, weights, overrides)
+    net.load_state_dict(dict(state))
+    return net.eval()
 
 
 def _batches(data: Dataset | Sequence[Mapping[str, Any]], batch_size: int) -> Iterable[dict[str, Any]]:
@@ -88,7 +100,9 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
                evaluations: Mapping[str, Dataset] | None = None, val: Dataset | None = None,
                weights: Any = None, model_overrides: Mapping[str, Any] | None = None,
                predict_on: Dataset | None = None, eval_kwargs: Mapping[str, Any] | None = None,
-               edges: bool = False, on_nonfinite: str = "raise", out_dir: Any = None) -> dict[str, Any]:
+               edges: bool = False, on_nonfinite: str = "raise", out_dir: Any = None,
+               teacher: nn.Module | None = None, distill: Sequence[Any] | None = None,
+               teacher_cache: Any = None, keep_state: bool = False) -> dict[str, Any]:
     """One run: build the model, train it with :func:`depthlib.train.fit`, evaluate it.
 
     Args:
@@ -107,22 +121,34 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
         on_nonfinite: ``"raise"`` (default) or ``"record"``: a run whose loss turns NaN/inf (an LR from a range
             test can be too high) returns ``diverged = 1`` and NaN metrics instead of stopping the grid.
         out_dir: checkpoints of ``fit`` (resumable); ``None`` keeps nothing on disk.
+        teacher, distill, teacher_cache: distillation, passed to ``fit`` (a frozen teacher, a list of
+            :class:`depthlib.train.DistillTerm` or of dicts of their fields, a :class:`~depthlib.train.TeacherCache`
+            shared by the runs of a seed sweep). ``distill`` without a ``teacher`` raises; a ``teacher`` without
+            ``distill`` terms is not used (so one bound teacher serves both arms of an ablation).
+        keep_state: also return the trained ``state_dict`` (CPU tensors), for :func:`rebuild_model`.
 
     Returns:
         ``{"params": int, "diverged": 0 or 1, "train_loss": float (last epoch), "train_time_s": float,
         "images_per_s": float, "weights": the weights entry's name or "none", "<name>_<metric>": float...,
-        "history": DataFrame, "predictions": (N, 1, H, W) tensor (with predict_on)}``.
+        "history": DataFrame, "predictions": (N, 1, H, W) tensor (with predict_on), "state_dict" (with
+        keep_state)}``; a distilled run's history has a ``train_<term>`` column per term.
     """
     from depthlib.metrics import edge_error
     from depthlib.train import NonFiniteLossError, evaluate, fit
 
+    from depthlib.train import DistillTerm
+
     if on_nonfinite not in ("raise", "record"):
         raise ValueError(f"train_eval: on_nonfinite must be 'raise' or 'record', got {on_nonfinite!r}")
+    terms = [t if isinstance(t, DistillTerm) else DistillTerm(**dict(t)) for t in (distill or [])]
+    if terms and teacher is None:
+        raise ValueError(f"train_eval: distill={[t.name or t.kind for t in terms]} needs a teacher (teacher=None)")
     net = build_model(model, config.seed, weights, model_overrides)
     entry = getattr(net, "weights", None)
     start = time.perf_counter()
     try:
-        history = fit(net, train, val, config, out_dir)
+        history = fit(net, train, val, config, out_dir, **(
+            {"teacher": teacher, "distill": terms, "teacher_cache": teacher_cache} if terms else {}))
     except NonFiniteLossError as err:
         if on_nonfinite == "raise":
             raise
@@ -147,30 +173,35 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
     out["history"] = history
     if predict_on is not None:
         out["predictions"] = predict(net, predict_on, device=config.device)
+    if keep_state:
+        out["state_dict"] = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     return out
 
 
 def train_eval_run(*, model: str, data: str, seed: int, datasets: Mapping[str, Mapping[str, Any]],
                    common: Mapping[str, Any] | None = None, weights: Any = None,
-                   model_overrides: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+                   model_overrides: Mapping[str, Any] | None = None, teacher: nn.Module | None = None,
+                   teacher_cache: Any = None, **fields: Any) -> dict[str, Any]:
     """One run of a grid whose runs are JSON dicts: :func:`train_eval` with ``TrainConfig(**common, **fields,
     seed=seed)`` on ``datasets[data]`` (a :func:`depthlib.data.chapter_data` result).
 
     ``fields`` are :class:`~depthlib.train.TrainConfig` fields (``optimizer``, ``lr``, ``loss``, ``loss_kwargs``,
     ``batch_size``, ``epochs``...) or :func:`train_eval` options (``predict_on``, ``edges``, ``on_nonfinite``,
-    ``eval_kwargs``). Bind ``datasets``, ``common`` and ``weights`` with :func:`functools.partial` and hand
-    the result to :func:`depthlib.book.run_grid`.
+    ``eval_kwargs``, ``keep_state``, and ``distill``: a list of :class:`~depthlib.train.DistillTerm` fields as
+    dicts). Bind ``datasets``, ``common``, ``weights`` (and a ``teacher`` with its ``teacher_cache``, used by
+    the runs that name ``distill`` terms) with :func:`functools.partial` and hand the result to
+    :func:`depthlib.book.run_grid`.
     """
     from depthlib.train import TrainConfig
 
-    options = {k: fields.pop(k) for k in ("predict_on", "edges", "on_nonfinite", "eval_kwargs", "val", "out_dir")
-               if k in fields}
+    options = {k: fields.pop(k) for k in ("predict_on", "edges", "on_nonfinite", "eval_kwargs", "val", "out_dir",
+                                          "distill", "keep_state") if k in fields}
     if data not in datasets:
         raise ValueError(f"train_eval_run: data={data!r} is not one of {list(datasets)}")
     ds = datasets[data]
     config = TrainConfig(**{**dict(common or {}), **fields, "seed": seed})
     return train_eval(model, train=ds["train"], evaluations=ds["evaluations"], config=config, weights=weights,
-                      model_overrides=model_overrides, **options)
+                      model_overrides=model_overrides, teacher=teacher, teacher_cache=teacher_cache, **options)
 
 
 def lr_search(model: str | Callable[[], nn.Module], data: Dataset, config: Any, *,
