@@ -22,7 +22,8 @@ from depthlib.models.decoders import Unpool
 from depthlib.train import load_checkpoint
 
 
-@pytest.mark.parametrize("name", list_encoders())
+# vit_large (304 M parameters, ~5 s to build here) is checked once, by test_vit_large_is_dpt_larges_backbone
+@pytest.mark.parametrize("name", [n for n in list_encoders() if n != "vit_large"])
 def test_encoder_strides_and_channels(name):
     enc = create_encoder(name)
     feats = enc(torch.rand(2, 3, 64, 96))
@@ -275,3 +276,132 @@ def test_init_output_bias_checks_its_value_and_leaves_other_heads_alone():
     state = {k: v.clone() for k, v in midas.state_dict().items()}
     assert midas.init_output_bias(3.0) is False
     assert all(torch.equal(v, midas.state_dict()[k]) for k, v in state.items())
+
+
+# --- Vision Transformer encoders (timm ViT + DPT reassembly) -------------------------------------------------
+
+VIT_TINY_CHANNELS = (24, 48, 96, 192, 192)
+
+
+@pytest.mark.parametrize("size", [(64, 96), (96, 128)])
+def test_vit_encoder_shapes_at_several_non_square_sizes(size):
+    torch.manual_seed(0)
+    enc = create_encoder("vit_tiny")
+    assert enc.channels == VIT_TINY_CHANNELS and enc.body.indices == (2, 5, 8, 11)  # DPT's taps of 12 blocks
+    h, w = size
+    feats = enc(torch.rand(2, 3, h, w))
+    assert [tuple(f.shape) for f in feats] == [(2, c, h // s, w // s) for c, s in zip(VIT_TINY_CHANNELS, enc.strides)]
+    with pytest.raises(ValueError, match="not a multiple of 32"):
+        enc(torch.rand(1, 3, 48, 96))
+
+
+def test_vit_tap_blocks_and_widths_follow_dpt():
+    assert enc_mod.vit_tap_blocks(24) == (5, 11, 17, 23)  # DPT-Large
+    assert enc_mod.vit_tap_blocks(12) == (2, 5, 8, 11)    # DPT-Base
+    assert enc_mod.vit_widths(1024) == (128, 256, 512, 1024, 1024)
+    assert enc_mod.vit_widths(768) == (96, 192, 384, 768, 768)  # DPT-Base: 96-192-384-768 at strides 4..32
+    enc = create_encoder("vit_tiny", widths=(8, 16, 32, 64, 64), indices=(1, 3, 5, 7))
+    assert enc.channels == (8, 16, 32, 64, 64) and len(enc.body.vit.blocks) == 8  # blocks after the last tap pruned
+
+
+def test_vit_gradients_reach_every_block_and_no_parameter_is_unused():
+    torch.manual_seed(0)
+    enc = create_encoder("vit_tiny")
+    sum(f.square().mean() for f in enc(torch.rand(1, 3, 64, 64))).backward()
+    unused = [n for n, p in enc.named_parameters() if p.grad is None]
+    assert unused == []  # the final norm and the classifier are pruned: DDP needs no find_unused_parameters
+    for i in (0, 11):
+        assert enc.body.vit.blocks[i].attn.qkv.weight.grad.abs().sum() > 0
+    assert enc.body.vit.patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+def test_vit_path_weights_load_and_wrong_keys_raise(tmp_path):
+    import timm
+
+    ref = timm.create_model("vit_tiny_patch16_224")
+    path = tmp_path / "vit_tiny.pth"
+    torch.save(ref.state_dict(), path)  # classifier head included: allowed extra
+    enc = create_encoder("vit_tiny", weights=path)
+    sd = enc.state_dict()
+    for key in ("blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.weight", "pos_embed", "cls_token", "patch_embed.proj.weight"):
+        assert torch.equal(sd[f"body.vit.{key}"], ref.state_dict()[key]), key
+    bad = dict(ref.state_dict())
+    bad["blocks.0.attn.qkvx.weight"] = bad.pop("blocks.0.attn.qkv.weight")
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match=r"missing keys \['blocks\.0\.attn\.qkv\.weight'\].*unexpected keys \['blocks\.0\.attn\.qkvx"):
+        create_encoder("vit_tiny", weights=tmp_path / "bad.pth")
+
+
+def test_vit_path_weights_of_another_grid_get_their_pos_embed_resampled(tmp_path):
+    import timm
+
+    ref = timm.create_model("vit_tiny_patch16_384")  # a 24x24 grid for the 14x14 spec
+    torch.save(ref.state_dict(), tmp_path / "vit_tiny_384.pth")
+    enc = create_encoder("vit_tiny", weights=tmp_path / "vit_tiny_384.pth")
+    assert enc.body.vit.pos_embed.shape == (1, 1 + 14 * 14, 192)
+    assert torch.equal(enc.state_dict()["body.vit.blocks.3.norm1.weight"], ref.state_dict()["blocks.3.norm1.weight"])
+    assert torch.equal(enc.body.vit.pos_embed[0, 0], ref.pos_embed[0, 0])  # the class token's embedding kept
+
+
+def test_vit_imagenet_offline_fails_fast(monkeypatch, tmp_path):
+    import time
+
+    monkeypatch.setattr(enc_mod, "_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"not cached .*vit_large_patch16_384.*weights=./path/to/weights.pth."):
+        create_encoder("vit_large", weights="imagenet")
+    assert time.perf_counter() - start < 5.0
+
+
+def test_vit_weights_record_timms_normalisation(monkeypatch, tmp_path):
+    import timm
+
+    from depthlib.models import LightFusionDecoder, get_weights, registry, resolve_weights
+
+    half = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    assert get_weights("vit_large.imagenet").transforms() == half
+    assert get_weights("vit_tiny.imagenet").meta["timm"] == "vit_tiny_patch16_224"
+    path = tmp_path / "vit_tiny.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224").state_dict(), path)
+    assert resolve_weights("vit_tiny", path).transforms() == half  # a timm ViT state dict expects timm's 0.5/0.5
+    assert resolve_weights("mixnet_s", path).transforms()["std"] == (0.229, 0.224, 0.225)  # CNN paths unchanged
+
+    list_models()
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+
+    @register_model("test-vit-tiny", encoder="vit_tiny")
+    def vit_tiny_light(*, pretrained_encoder=None):
+        """A ViT-Tiny + light fusion decoder test preset."""
+        enc = create_encoder("vit_tiny", pretrained_encoder)
+        return DepthNet(enc, LightFusionDecoder(enc.channels), name="test-vit-tiny", input_multiple=32,
+                        default_input_size=(64, 96))
+
+    model = create_model("test-vit-tiny", weights=path)
+    assert model.normalization == half and model.weights.source == "path"
+
+
+def test_vit_tiny_wires_to_the_light_fusion_decoder_in_a_depthnet():
+    from depthlib.models import LightFusionDecoder
+
+    torch.manual_seed(0)
+    enc = create_encoder("vit_tiny")
+    net = DepthNet(enc, LightFusionDecoder(enc.channels), name="vit-tiny-light", input_multiple=32,
+                   default_input_size=(64, 96))
+    out = net(torch.rand(2, 3, 64, 96))
+    assert out.shape == (2, 1, 64, 96) and torch.isfinite(out).all()
+    out.mean().backward()
+    assert net.encoder.body.vit.blocks[0].mlp.fc1.weight.grad is not None
+
+
+def test_vit_large_is_dpt_larges_backbone():
+    spec = enc_mod._SPECS["vit_large"]
+    assert (spec.source, spec.arch) == ("timm-vit", "vit_large_patch16_384")
+    enc = create_encoder("vit_large")  # ~5 s on two cores (304 M ViT parameters, random init)
+    assert enc.channels == (128, 256, 512, 1024, 1024) and enc.body.indices == (5, 11, 17, 23)
+    assert len(enc.body.vit.blocks) == 24 and enc.body.vit.embed_dim == 1024
+    assert 315e6 < sum(p.numel() for p in enc.parameters()) < 320e6
+    with torch.no_grad():
+        feats = enc(torch.rand(1, 3, 64, 96))
+    assert [tuple(f.shape) for f in feats] == [(1, c, 64 // s, 96 // s) for c, s in zip(enc.channels, enc.strides)]

@@ -3,8 +3,18 @@
 Every encoder is an :class:`Encoder`: ``encoder(x)`` with ``x: (B, 3, H, W)`` returns
 ``[f2, f4, f8, f16, f32]`` where ``f_s: (B, encoder.channels[i], H/s, W/s)``. The taps are taken with
 torchvision's :func:`~torchvision.models.feature_extraction.create_feature_extractor` (torchvision backbones),
-timm's ``features_only=True`` (timm backbones) or the same tool on our own MobileNet v1 -- never by hand-written
-slicing of ``children()``.
+timm's ``features_only=True`` (timm backbones), timm's ``forward_intermediates`` (Vision Transformers, see below)
+or the same tool on our own MobileNet v1 -- never by hand-written slicing of ``children()``.
+
+Vision Transformers (``vit_tiny``, ``vit_small``, ``vit_base``, ``vit_large``; source ``"timm-vit"``) yield tokens
+at stride 16 only. :class:`ViTReassemble` turns them into the five maps the way DPT does (Ranftl et al., "Vision
+Transformers for Dense Prediction", ICCV 2021): the tokens of four evenly spaced blocks (5, 11, 17, 23 of
+ViT-Large's 24, DPT-Large's taps), class token dropped (DPT's ``"ignore"`` readout), reshaped to
+``(B, D, H/16, W/16)``, projected by 1x1 convs and resampled to strides 4, 8, 16, 32; a small conv stem on the
+image gives the stride-2 map, which DPT has none of. The ViT runs with timm's ``dynamic_img_size=True``, so any
+``H, W`` multiple of 32 works (the positional embeddings are interpolated). ViT-Large (``vit_large_patch16_384``,
+ImageNet-21k pretrained, fine-tuned on ImageNet-1k) is DPT-Large's backbone and the MAI-2021 winner's teacher
+backbone (zhang2021: "We choose the ViT-Large as the teacher's backbone").
 
 Weights (``weights=``):
 
@@ -18,12 +28,18 @@ Weights (``weights=``):
   layout of ``../shared/weights/mobilenet_v1_imagenet_from_tflite.pth``) are unwrapped. Only classifier keys may
   be missing or extra; anything else raises a :class:`ValueError` naming the keys.
 
+For a ViT, ``"imagenet"`` and a path initialise the ViT only (for a path: a ``timm.create_model(arch)`` state
+dict; a ``pos_embed`` of another grid, e.g. a 224-px checkpoint for a 384-px spec, is resampled first, as timm
+does). The reassembly layers and the stride-2 stem are new and always start from PyTorch's default random init.
+
 Loading the converted TFLite weights of ``../shared/weights`` (README there)::
 
     create_encoder("mobilenet_v1", weights="../shared/weights/mobilenet_v1_imagenet_from_tflite.pth")
     create_encoder("mobilenet_v2", weights="../shared/weights/mobilenet_v2_imagenet_from_tflite.pth")
 
-Both expect torchvision's ImageNet normalisation (``depthlib.data.transforms.ImageNetNormalize``).
+Both expect torchvision's ImageNet normalisation (``depthlib.data.transforms.ImageNetNormalize``). The timm
+ViTs' ImageNet weights expect mean = std = (0.5, 0.5, 0.5) instead (their timm pretrained config); their weights
+entries (:mod:`depthlib.models.weights`) record it, so ``create_model(..., weights="imagenet")`` normalises right.
 """
 
 from __future__ import annotations
@@ -41,7 +57,8 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from depthlib.models.mobilenet_v1 import MobileNetV1
 
-__all__ = ["Encoder", "create_encoder", "list_encoders", "load_state_dict_file", "ENCODER_ALIASES"]
+__all__ = ["Encoder", "ViTReassemble", "create_encoder", "list_encoders", "load_state_dict_file",
+           "ENCODER_ALIASES", "vit_tap_blocks", "vit_widths"]
 
 STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
 
@@ -51,7 +68,7 @@ _CLASSIFIER_PREFIXES = ("fc.", "classifier.", "conv_head.", "bn2.", "head.")
 
 @dataclasses.dataclass(frozen=True)
 class _Spec:
-    source: str  # "torchvision", "timm" or "own"
+    source: str  # "torchvision", "timm", "timm-vit" (a ViT + DPT reassembly) or "own"
     arch: str  # torchvision/timm architecture name
     return_nodes: tuple[str, ...] = ()  # torchvision/own: graph nodes at strides 2..32
     kwargs: tuple[tuple[str, Any], ...] = ()
@@ -90,6 +107,20 @@ _SPECS: dict[str, _Spec] = {
     "efficientnet_lite0": _Spec("timm", "tf_efficientnet_lite0", doc="timm EfficientNet-Lite0 (TF port, 'same' padding)"),
     "efficientnet_lite3": _Spec("timm", "tf_efficientnet_lite3", doc="timm EfficientNet-Lite3 (TF port), MiDaS small's backbone"),
     "efficientnet_es": _Spec("timm", "efficientnet_es", doc="timm EfficientNet-EdgeTPU-S (yucel2021's 'EfficientNet ES')"),
+    # Vision Transformers + DPT reassembly (ViTReassemble). Widths (stride 2..32): D/8, D/4, D/2, D, D.
+    "vit_large": _Spec(
+        "timm-vit", "vit_large_patch16_384", kwargs=(("dynamic_img_size", True),),
+        doc="timm ViT-L/16 (384 px, IN-21k -> IN-1k), DPT-Large's backbone, taps blocks 5/11/17/23 + DPT "
+            "reassembly; 128-256-512-1024-1024 channels; zhang2021's teacher backbone"),
+    "vit_base": _Spec(
+        "timm-vit", "vit_base_patch16_384", kwargs=(("dynamic_img_size", True),),
+        doc="timm ViT-B/16 (384 px, IN-21k -> IN-1k), taps blocks 2/5/8/11 + DPT reassembly; 96-192-384-768-768 channels"),
+    "vit_small": _Spec(
+        "timm-vit", "vit_small_patch16_384", kwargs=(("dynamic_img_size", True),),
+        doc="timm ViT-S/16 (384 px, IN-21k -> IN-1k), taps blocks 2/5/8/11 + DPT reassembly; 48-96-192-384-384 channels"),
+    "vit_tiny": _Spec(
+        "timm-vit", "vit_tiny_patch16_224", kwargs=(("dynamic_img_size", True),),
+        doc="timm ViT-Ti/16 (224 px, IN-21k -> IN-1k), taps blocks 2/5/8/11 + DPT reassembly; 24-48-96-192-192 channels"),
 }
 
 ENCODER_ALIASES: dict[str, str] = {
@@ -280,6 +311,123 @@ def _timm_head(model: nn.Module) -> nn.Module | None:
     return None
 
 
+def vit_tap_blocks(depth: int, n: int = 4) -> tuple[int, ...]:
+    """Indices of ``n`` evenly spaced blocks of a ``depth``-block ViT, ending at the last: DPT's taps.
+
+    ``vit_tap_blocks(24) == (5, 11, 17, 23)`` (DPT-Large), ``vit_tap_blocks(12) == (2, 5, 8, 11)`` (DPT-Base).
+    """
+    if depth < n or n < 1:
+        raise ValueError(f"cannot take {n} evenly spaced blocks of a {depth}-block ViT")
+    return tuple((i + 1) * depth // n - 1 for i in range(n))
+
+
+def vit_widths(embed_dim: int) -> tuple[int, ...]:
+    """Channels of the five maps (strides 2, 4, 8, 16, 32) for a ViT of token width ``embed_dim`` (``D``).
+
+    ``(D/8, D/4, D/2, D, D)``: DPT-Large's (256, 512, 1024, 1024) at strides 4..32 for ViT-Large (``D = 1024``),
+    DPT-Base's (96, 192, 384, 768) for ViT-Base, plus ``D/8`` at stride 2 (128 for ViT-Large); small ViTs get
+    small widths (ViT-Tiny, ``D = 192``: 24, 48, 96, 192, 192).
+    """
+    return (max(embed_dim // 8, 8), max(embed_dim // 4, 8), max(embed_dim // 2, 8), embed_dim, embed_dim)
+
+
+class ViTReassemble(nn.Module):
+    """A timm Vision Transformer as an encoder body: DPT's reassembly to strides 4..32 plus a stride-2 conv stem.
+
+    Ranftl et al., "Vision Transformers for Dense Prediction" (ICCV 2021), Sec. 3 "Reassemble":
+
+    1. the tokens after four blocks (``indices``, default :func:`vit_tap_blocks`: 5, 11, 17, 23 of 24) are taken
+       with timm's ``forward_intermediates`` (without the final norm, as DPT's hooks on the block outputs);
+    2. *read*: the class (prefix) tokens are dropped -- DPT's ``"ignore"`` readout (DPT-Large's default is
+       ``"project"``; ``"ignore"`` adds no parameters, and the decoder sees patch tokens only);
+    3. *concatenate*: the ``(H/16) * (W/16)`` patch tokens are reshaped to ``(B, D, H/16, W/16)``;
+    4. *resample*: a 1x1 conv projects to each map's width, then a 4x4/stride-4 transposed conv (stride 4), a
+       2x2/stride-2 transposed conv (stride 8), nothing (stride 16, DPT's identity) or a 3x3/stride-2 conv
+       (stride 32).
+
+    DPT has no stride-2 map; here it comes from a small conv stem on the image (two 3x3 conv + BN + ReLU, the
+    first with stride 2), not from upsampling the stride-4 map: a transposed conv of the stride-4 map only
+    re-expresses block-5 tokens, which know nothing finer than a 16-px patch, whereas the stem gives the
+    decoder's stride-2 fusion real image detail (edges) for little compute (3 % of ViT-Large's MACs at
+    480x640).
+
+    The ViT's own weights are whatever ``vit`` holds; the reassembly and the stem are new (PyTorch's default
+    init). The ViT's final norm and classifier, and any block after the last tap, are removed (unused
+    parameters would waste memory and break DDP's unused-parameter check). For memory-bound training,
+    ``body.vit.set_grad_checkpointing()`` works (timm's ``forward_intermediates`` honours it).
+
+    Args:
+        vit: a timm ``VisionTransformer`` with 16-px patches built with ``dynamic_img_size=True``.
+        widths: channels of the five maps at strides 2..32 (default :func:`vit_widths` of the ViT's width).
+        indices: the four blocks tapped, increasing (default :func:`vit_tap_blocks` of the ViT's depth).
+
+    Attributes:
+        indices: the tapped blocks.
+        widths: the five output widths.
+
+    Shape:
+        - Input: ``(B, 3, H, W)``, ``H`` and ``W`` multiples of 32 (any such size: timm interpolates the
+          positional embeddings).
+        - Output: list of five tensors ``(B, widths[i], H / s_i, W / s_i)``, ``s_i = 2, 4, 8, 16, 32``.
+    """
+
+    def __init__(self, vit: nn.Module, widths: Sequence[int] | None = None,
+                 indices: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if tuple(vit.patch_embed.patch_size) != (16, 16):
+            raise ValueError(f"ViTReassemble needs 16-px patches, got {tuple(vit.patch_embed.patch_size)}")
+        if not getattr(vit, "dynamic_img_size", False):
+            raise ValueError("ViTReassemble needs a ViT built with dynamic_img_size=True (any input size)")
+        dim, depth = int(vit.embed_dim), len(vit.blocks)
+        indices = tuple(int(i) for i in indices) if indices is not None else vit_tap_blocks(depth)
+        if len(indices) != 4 or list(indices) != sorted(set(indices)) or not 0 <= indices[0] <= indices[-1] < depth:
+            raise ValueError(f"indices must be 4 increasing block indices in [0, {depth}), got {indices}")
+        widths = tuple(int(w) for w in widths) if widths is not None else vit_widths(dim)
+        if len(widths) != 5 or min(widths) < 1:
+            raise ValueError(f"widths must be 5 positive channel counts (strides 2..32), got {widths}")
+        vit.prune_intermediate_layers(list(indices), prune_norm=True, prune_head=True)
+        self.vit = vit
+        self.indices = indices
+        self.widths = widths
+        w2, w4, w8, w16, w32 = widths
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, w2, 3, 2, 1, bias=False), nn.BatchNorm2d(w2), nn.ReLU(inplace=True),
+            nn.Conv2d(w2, w2, 3, 1, 1, bias=False), nn.BatchNorm2d(w2), nn.ReLU(inplace=True))
+        self.reassemble = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(dim, w4, 1), nn.ConvTranspose2d(w4, w4, 4, stride=4)),
+            nn.Sequential(nn.Conv2d(dim, w8, 1), nn.ConvTranspose2d(w8, w8, 2, stride=2)),
+            nn.Sequential(nn.Conv2d(dim, w16, 1)),
+            nn.Sequential(nn.Conv2d(dim, w32, 1), nn.Conv2d(w32, w32, 3, stride=2, padding=1)),
+        ])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x: (B, 3, H, W)`` -> ``[(B, widths[i], H / s_i, W / s_i)]`` for ``s_i = 2, 4, 8, 16, 32``."""
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if h % 32 or w % 32:
+            raise ValueError(f"ViT encoder input {h}x{w} is not a multiple of 32 (patches of 16, stride 32 map)")
+        # list of 4 x (B, D, H/16, W/16): prefix tokens split off (ignored), patch tokens reshaped to NCHW
+        tokens = self.vit.forward_intermediates(x, indices=list(self.indices), norm=False, output_fmt="NCHW",
+                                                intermediates_only=True)
+        return [self.stem(x)] + [resample(t) for resample, t in zip(self.reassemble, tokens)]
+
+
+def _fit_vit_pos_embed(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with its ``pos_embed: (1, N_prefix + h*w, D)`` resampled to ``model``'s grid where they differ
+    (e.g. a 224-px checkpoint for a 384-px ViT), as timm's own checkpoint filter does; else ``state`` as is."""
+    pe, own = state.get("pos_embed"), getattr(model, "pos_embed", None)
+    if pe is None or own is None or pe.shape == own.shape or pe.ndim != 3 or pe.shape[-1] != own.shape[-1]:
+        return state
+    prefix = 0 if getattr(model, "no_embed_class", False) else int(model.num_prefix_tokens)
+    side = round((pe.shape[1] - prefix) ** 0.5)
+    if side * side != pe.shape[1] - prefix:
+        return state  # not a square grid: let _load_into report the mismatch
+    from timm.layers import resample_abs_pos_embed
+
+    resampled = resample_abs_pos_embed(pe, new_size=list(model.patch_embed.grid_size), old_size=[side, side],
+                                       num_prefix_tokens=prefix)
+    return {**state, "pos_embed": resampled}
+
+
 def create_encoder(name: str, weights: str | os.PathLike | None = None, *, head: bool = False,
                    **kwargs: Any) -> Encoder:
     """Build encoder ``name`` (see :func:`list_encoders`) with ``weights`` (``None``, ``"imagenet"`` or a path).
@@ -290,8 +438,11 @@ def create_encoder(name: str, weights: str | os.PathLike | None = None, *, head:
         head: also apply the classifier's 1x1 expansion conv ("conv_head", e.g. 200 -> 1536 in MixNet, 960 -> 1280
             in MobileNetV3) to the stride-32 map. yucel2021's encoder parameter counts (Table 1) are only reached
             with it. A no-op for encoders whose taps already end at their last conv (MobileNet v1/v2,
-            EfficientNet-B0, MNASNet, ShuffleNetV2, ResNets).
-        kwargs: passed to the backbone constructor (e.g. ``width_mult=0.5`` for torchvision MobileNetV3).
+            EfficientNet-B0, MNASNet, ShuffleNetV2, ResNets) and the ViTs.
+        kwargs: passed to the backbone constructor (e.g. ``width_mult=0.5`` for torchvision MobileNetV3,
+            ``drop_path_rate=0.1`` for a ViT). ViTs also take ``widths`` (five channel counts, strides 2..32;
+            default :func:`vit_widths`) and ``indices`` (the four tapped blocks; default :func:`vit_tap_blocks`),
+            which go to :class:`ViTReassemble`.
 
     Returns:
         an :class:`Encoder`; ``encoder(x: (B, 3, H, W))`` -> five maps ``(B, C_i, H/s_i, W/s_i)``, ``s_i = 2..32``.
@@ -330,6 +481,15 @@ def create_encoder(name: str, weights: str | os.PathLike | None = None, *, head:
         body = _extractor(model, spec.return_nodes)
         if head:
             head_module = _torchvision_head(key, model)
+    elif spec.source == "timm-vit":
+        import timm
+
+        reassemble = {k: kwargs.pop(k) for k in ("widths", "indices") if k in kwargs}
+        extra = _timm_pretrained_overlay(key, spec.arch) if weights == "imagenet" else {}
+        model = timm.create_model(spec.arch, **extra, **kwargs)
+        if state is not None:
+            _load_into(model, _fit_vit_pos_embed(model, state), str(weights))
+        body = ViTReassemble(model, **reassemble)
     else:
         import timm
         from timm.models import FeatureListNet

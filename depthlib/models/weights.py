@@ -140,7 +140,7 @@ def _registry() -> dict[str, WeightsEntry]:
                 f"{encoder}.imagenet", encoder, "torchvision", url=tv.url, sha256=prefix,
                 license="BSD-3-Clause (torchvision); ImageNet terms of use apply",
                 meta={"torchvision": str(tv), "arch": spec.arch, "acc@1": tv.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")})
-        elif spec.source == "timm":
+        elif spec.source in ("timm", "timm-vit"):  # timm CNNs and ViTs: timm's pretrained config says it all
             import timm
 
             cfg = timm.models.get_pretrained_cfg(spec.arch)
@@ -233,7 +233,10 @@ def resolve_weights(encoder: str, weights: Any) -> WeightsEntry | None:
       internet or a populated cache and fail at once with a clear message otherwise).
     - a path (``str`` or ``os.PathLike``): that state dict; when its name and checksum are a registered file
       entry's, that entry; else an entry of source ``"path"`` expecting ImageNet normalisation (pass
-      ``normalization=`` to :func:`~depthlib.models.create_model` when it does not).
+      ``normalization=`` to :func:`~depthlib.models.create_model` when it does not). For a timm ViT encoder
+      (source ``"timm-vit"``, where the file is a ``timm.create_model(arch)`` state dict) the path entry
+      expects the normalisation of timm's pretrained config instead (mean = std = 0.5 for these ViTs), as its
+      ``"imagenet"`` entry does.
 
     Raises:
         ValueError: an unknown name (listing the available ones), or an entry of another encoder.
@@ -272,6 +275,14 @@ def resolve_weights(encoder: str, weights: Any) -> WeightsEntry | None:
                 stat = path.stat()
                 if _sha256(str(path.resolve()), stat.st_size, stat.st_mtime) == e.sha256:
                     return dataclasses.replace(e, source="path", filename=str(path.resolve()))
+        from depthlib.models.encoders import _SPECS
+
+        library = _registry().get(f"{key}.imagenet")
+        if _SPECS[key].source == "timm-vit" and library is not None:
+            # a timm ViT state dict: it expects what timm's weights of that ViT expect (0.5/0.5), not ImageNet's
+            return WeightsEntry(f"file:{path.name}", key, "path", str(path.resolve()), mean=library.mean,
+                                std=library.std, meta={"note": "a user-given timm ViT state dict; assumed to expect "
+                                                               "timm's normalisation of that ViT"})
         return WeightsEntry(f"file:{path.name}", key, "path", str(path.resolve()),
                             meta={"note": "a user-given state dict; assumed to expect ImageNet normalisation"})
     else:
