@@ -53,6 +53,12 @@ def _check_size(size, who: str) -> tuple[int, int]:
     return h, w
 
 
+def _check_counts(who: str, n, batch, workers, size) -> tuple[int, int, int | None, tuple[int, int]]:
+    """A writer's frame count, batch, render threads (``None`` allowed) and ``(H, W)``, checked."""
+    return (_positive_int("n", n, who), _positive_int("batch", batch, who),
+            None if workers is None else _positive_int("workers", workers, who), _check_size(size, who))
+
+
 def _depth_mm(depth: torch.Tensor) -> np.ndarray:
     """``(B, H, W)`` metres -> uint16 millimetres, 0 where the depth does not fit 16 bits."""
     mm = (depth * 1000.0).round()
@@ -131,11 +137,7 @@ def write_nyu_png(out: str | os.PathLike, n: int, size: tuple[int, int] = (240, 
         raise ValueError(f"write_nyu_png: split={split!r} is not 'test' or 'train'")
     if scene not in SCENES:
         raise ValueError(f"write_nyu_png: scene={scene!r} is not one of {SCENES}")
-    n = _positive_int("n", n)
-    batch = _positive_int("batch", batch)
-    if workers is not None:
-        workers = _positive_int("workers", workers)
-    h, w = _check_size(size, "write_nyu_png")
+    n, batch, workers, (h, w) = _check_counts("write_nyu_png", n, batch, workers, size)
     listing = check_nyu_png_target(out, split, scene, overwrite)
     out = pathlib.Path(out)
     previous = _listed_files(listing, out) if listing.is_file() else []
@@ -235,10 +237,7 @@ def write_mai2021(out: str | os.PathLike, n: int, size: tuple[int, int] = (480, 
     who = "write_mai2021"
     if scene not in SCENES:
         raise ValueError(f"{who}: scene={scene!r} is not one of {SCENES}")
-    n, batch = _positive_int("n", n, who), _positive_int("batch", batch, who)
-    if workers is not None:
-        workers = _positive_int("workers", workers, who)
-    h, w = _check_size(size, who)
+    n, batch, workers, (h, w) = _check_counts(who, n, batch, workers, size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"{who}: seed={seed!r} must be an int")
     base = check_mai2021_target(out, split, overwrite)
