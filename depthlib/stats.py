@@ -5,6 +5,8 @@
   correction over the comparisons of a table.
 - :func:`mean_spread`: the one formatter of "mean ± std" used by the chapters and the scorecard.
 - :func:`spread_table`: a chapter's table of "mean ± std" cells, one row per configuration.
+- :func:`rank_agreement`: Kendall's tau between our ranking of configurations and a paper's, with its
+  uncertainty over seeds (a bootstrap of the seeds within each configuration).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["summarize", "compare", "mean_spread", "spread_table"]
+__all__ = ["summarize", "compare", "mean_spread", "spread_table", "rank_agreement"]
 
 
 def _groups(df: pd.DataFrame, by: str | Sequence[str]) -> list[str]:
@@ -241,3 +243,79 @@ def spread_table(df: pd.DataFrame, by: str | Sequence[str], metrics: dict[str, s
     view = pd.DataFrame.from_dict(cells, orient="index")[list(metrics)]
     view.index = pd.MultiIndex.from_tuples(view.index, names=cols) if len(cols) > 1 else view.index.rename(cols[0])
     return summary, view
+
+
+def rank_agreement(df: pd.DataFrame, by: str, metric: str, reference: Any, *, higher_is_better: bool = False,
+                   seed: str = "seed", n_resamples: int = 2000, confidence: float = 0.95, random_state: int = 0
+                   ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """How well our ranking of configurations agrees with a reference ranking (a paper's table).
+
+    Our ranking orders the configurations by their mean of ``metric`` over seeds; Kendall's tau-b
+    (:func:`scipy.stats.kendalltau`) compares it with the order of ``reference``. Its uncertainty over seeds:
+    each bootstrap resample draws, for every configuration independently, as many runs as it has with
+    replacement, recomputes the means and tau; the interval is the percentile interval of those taus.
+
+    Args:
+        df: one row per run, with columns ``by``, ``metric`` and ``seed``.
+        by: the configuration column.
+        metric: the column ranked.
+        reference: ``{configuration: the paper's value}`` (a dict or Series); only configurations present in
+            both are ranked.
+        higher_is_better: rank 1 is the largest value (delta1) instead of the smallest (RMSE).
+        n_resamples: bootstrap resamples (0: no interval).
+        confidence: of the interval.
+        random_state: seed of the bootstrap's generator (the result is deterministic).
+
+    Returns:
+        ``(summary, ranks)``: ``summary`` has ``tau``, ``p_value`` (scipy's, no seeds involved), ``low``,
+        ``high`` (the bootstrap interval; NaN without resamples or with one run per configuration),
+        ``p_agree`` (fraction of resamples with tau > 0), ``n`` (configurations ranked) and ``n_runs``;
+        ``ranks`` is indexed by configuration with ``mean``, ``std``, ``n`` (runs), ``ours`` (rank),
+        ``paper`` (the reference's value) and ``paper_rank``, sorted by ``paper_rank``.
+
+    Raises:
+        KeyError: a missing column. ValueError: fewer than 3 configurations in both, a non-finite value, or
+            ``n_resamples`` < 0, ``confidence`` outside (0, 1).
+    """
+    from scipy.stats import kendalltau
+
+    cols = _groups(df, [by, metric, seed])
+    if int(n_resamples) < 0 or not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"rank_agreement: n_resamples must be >= 0 and confidence in (0, 1), got "
+                         f"{n_resamples!r}, {confidence!r}")
+    ref = pd.Series(dict(reference) if not isinstance(reference, pd.Series) else reference, dtype=float)
+    runs = df[cols].dropna(subset=[metric])
+    common = [c for c in ref.index if c in set(runs[by])]
+    if len(common) < 3:
+        raise ValueError(f"rank_agreement: {len(common)} configuration(s) in both our runs and the reference "
+                         f"(ours: {sorted(map(str, set(runs[by])))}; reference: {sorted(map(str, ref.index))}); "
+                         "a ranking needs at least 3")
+    if not np.isfinite(ref[common].to_numpy()).all():
+        raise ValueError(f"rank_agreement: non-finite reference values {ref[common].to_dict()}")
+    values = [runs.loc[runs[by] == c, metric].to_numpy(dtype=float) for c in common]
+    sign = -1.0 if higher_is_better else 1.0
+    paper = ref[common].to_numpy() * sign
+
+    def tau_of(means: np.ndarray) -> float:
+        return float(kendalltau(means * sign, paper).statistic)
+
+    means = np.array([v.mean() for v in values])
+    tau = tau_of(means)
+    p_value = float(kendalltau(means * sign, paper).pvalue)
+    low = high = p_agree = math.nan
+    if n_resamples and any(len(v) > 1 for v in values):
+        rng = np.random.default_rng(random_state)
+        taus = np.array([tau_of(np.array([rng.choice(v, size=len(v), replace=True).mean() for v in values]))
+                         for _ in range(int(n_resamples))])
+        taus = taus[np.isfinite(taus)]
+        alpha = (1.0 - float(confidence)) / 2.0
+        low, high = (float(q) for q in np.quantile(taus, [alpha, 1.0 - alpha]))
+        p_agree = float(np.mean(taus > 0))
+    ranks = pd.DataFrame({"mean": means, "std": [v.std(ddof=1) if len(v) > 1 else math.nan for v in values],
+                          "n": [len(v) for v in values]}, index=pd.Index(common, name=by))
+    ranks["ours"] = pd.Series(means * sign, index=ranks.index).rank(method="min").astype(int)
+    ranks["paper"] = ref[common]
+    ranks["paper_rank"] = pd.Series(paper, index=ranks.index).rank(method="min").astype(int)
+    summary = {"tau": tau, "p_value": p_value, "low": low, "high": high, "p_agree": p_agree, "n": len(common),
+               "n_runs": int(sum(len(v) for v in values))}
+    return summary, ranks.sort_values(["paper_rank", "ours"])

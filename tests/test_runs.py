@@ -332,3 +332,102 @@ def test_build_model_takes_the_profiles_none_as_random_init():
     b = build_model("fastdepth", 0, None, {"encoder": "resnet18"})
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert a.weights is None and a.normalization is None
+
+
+# ------------------------------------------------------------------------------------------------- output start
+
+def test_output_bias_mean_is_the_mean_valid_depth_of_the_training_samples():
+    from depthlib.train.runs import _output_bias
+
+    data = _toy_data(6, 0)
+    valid = torch.cat([d["depth"][d["mask"]] for d in data]).double()
+    assert _output_bias("mean", data) == pytest.approx(float(valid.mean()), rel=1e-9)
+    assert _output_bias(2.5, data) == 2.5 and _output_bias(None, data) is None
+
+
+@pytest.mark.parametrize("value, message", [("median", "'mean'"), (-1.0, "positive finite"), (True, "positive finite"),
+                                            (float("nan"), "positive finite")])
+def test_output_bias_refuses_bad_values(value, message):
+    from depthlib.train.runs import _output_bias
+
+    with pytest.raises(ValueError, match=message):
+        _output_bias(value, _toy_data(2, 0))
+
+
+def test_init_output_bias_with_a_small_weight_starts_every_pixel_near_the_bias():
+    from depthlib.models import create_model
+
+    x = torch.rand(2, 3, 64, 64)
+    for name in ("mbv2-fbnet-x112", "fastdepth"):  # a conv head with bias, and a conv + BatchNorm head
+        torch.manual_seed(0)
+        net = create_model(name).eval()
+        assert net.init_output_bias(3.0, weight_scale=1e-6)
+        with torch.no_grad():
+            y = net(x)
+        assert torch.allclose(y, torch.full_like(y, 3.0), atol=1e-3), name
+        with pytest.raises(ValueError, match="weight_scale"):
+            net.init_output_bias(3.0, weight_scale=0.0)
+
+
+def test_train_eval_output_start_needs_a_head_and_a_bias():
+    from depthlib.train import TrainConfig
+
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.01, seed=0, schedule="none", progress=False)
+    with pytest.raises(ValueError, match="no bias before a final ReLU"):
+        train_eval(lambda: nn.Conv2d(3, 1, 1), train=_toy_data(4, 0), config=cfg, output_bias="mean")
+    with pytest.raises(ValueError, match="needs output_bias"):
+        train_eval(lambda: nn.Conv2d(3, 1, 1), train=_toy_data(4, 0), config=cfg, output_scale=0.1)
+
+
+# ------------------------------------------------------------------------------------------------- rankings
+
+def _ranked_runs(means, seeds=(0, 1, 2), noise=0.01):
+    rows = []
+    for i, (name, m) in enumerate(means.items()):
+        for s in seeds:
+            rows.append({"row": name, "seed": s, "rmse": m + noise * ((s * 7 + i * 3) % 5 - 2)})
+    return pd.DataFrame(rows)
+
+
+def test_rank_agreement_is_kendalls_tau_of_the_means():
+    from depthlib.stats import rank_agreement
+
+    ours = {"a": 0.5, "b": 0.6, "c": 0.7, "d": 0.8, "e": 0.9}
+    df = _ranked_runs(ours)
+    same, ranks = rank_agreement(df, "row", "rmse", {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}, n_resamples=200)
+    assert same["tau"] == pytest.approx(1.0) and same["low"] == pytest.approx(1.0) and same["p_agree"] == 1.0
+    assert ranks["ours"].tolist() == [1, 2, 3, 4, 5] and ranks["paper_rank"].tolist() == [1, 2, 3, 4, 5]
+    assert same["n"] == 5 and same["n_runs"] == 15
+    # one swapped pair of ten: tau = (9 - 1) / 10, and scipy agrees
+    swapped, _ = rank_agreement(df, "row", "rmse", {"a": 2, "b": 1, "c": 3, "d": 4, "e": 5}, n_resamples=0)
+    means = df.groupby("row")["rmse"].mean()
+    assert swapped["tau"] == pytest.approx(stats.kendalltau(means[list("abcde")], [2, 1, 3, 4, 5]).statistic)
+    assert swapped["tau"] == pytest.approx(0.8) and math.isnan(swapped["low"])
+    # higher is better: the paper's largest value is its rank 1
+    flipped, _ = rank_agreement(df, "row", "rmse", {"a": 5, "b": 4, "c": 3, "d": 2, "e": 1}, higher_is_better=True,
+                                n_resamples=0)
+    assert flipped["tau"] == pytest.approx(-1.0)
+
+
+def test_rank_agreement_interval_widens_with_seed_noise_and_is_deterministic():
+    from depthlib.stats import rank_agreement
+
+    ours = {"a": 0.50, "b": 0.51, "c": 0.52, "d": 0.53}
+    ref = {"a": 1, "b": 2, "c": 3, "d": 4}
+    quiet, _ = rank_agreement(_ranked_runs(ours, noise=0.0001), "row", "rmse", ref, n_resamples=300)
+    noisy, _ = rank_agreement(_ranked_runs(ours, noise=0.05), "row", "rmse", ref, n_resamples=300)
+    assert quiet["high"] - quiet["low"] < noisy["high"] - noisy["low"]
+    again, _ = rank_agreement(_ranked_runs(ours, noise=0.05), "row", "rmse", ref, n_resamples=300)
+    assert again == noisy
+
+
+def test_rank_agreement_refuses_too_few_rows_and_bad_options():
+    from depthlib.stats import rank_agreement
+
+    df = _ranked_runs({"a": 0.5, "b": 0.6, "c": 0.7})
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_agreement(df, "row", "rmse", {"a": 1, "b": 2, "x": 3})
+    with pytest.raises(ValueError, match="confidence"):
+        rank_agreement(df, "row", "rmse", {"a": 1, "b": 2, "c": 3}, confidence=1.5)
+    with pytest.raises(KeyError, match="no column"):
+        rank_agreement(df, "row", "delta1", {"a": 1, "b": 2, "c": 3})

@@ -104,9 +104,11 @@ class DepthNet(nn.Module):
             self.decoder.remove_aux_heads()
         return self
 
-    def init_output_bias(self, value: float) -> bool:
+    def init_output_bias(self, value: float, weight_scale: float = 1.0) -> bool:
         """Set the bias of the decoder's last layer before its final ReLU to ``value`` (metres), so that the
-        untrained network starts near the training data's depth instead of ``ReLU(N(0, 1))``.
+        untrained network starts near the training data's depth instead of ``ReLU(N(0, 1))``; ``weight_scale``
+        also multiplies that layer's weight (a BatchNorm's scale, or the last convolution's kernel), so that a
+        value below 1 starts every pixel close to ``value`` (the usual small initialisation of an output layer).
 
         FastDepth's head (1x1 conv, BN, ReLU) starts with BN's shift at 0: about half of its pixels predict 0 m,
         and a few dozen optimiser steps move the shift by hundredths of a metre, so a briefly fitted network has
@@ -118,6 +120,9 @@ class DepthNet(nn.Module):
         """
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{self.name}: init_output_bias value must be a positive finite depth in metres, got {value!r}")
+        if (isinstance(weight_scale, bool) or not isinstance(weight_scale, (int, float)) or not math.isfinite(weight_scale)
+                or weight_scale <= 0):
+            raise ValueError(f"{self.name}: init_output_bias weight_scale must be a positive finite number, got {weight_scale!r}")
         head = getattr(self.decoder, "head", None)
         if not isinstance(head, nn.Sequential) or not isinstance(head[-1], nn.ReLU):
             return False
@@ -126,6 +131,8 @@ class DepthNet(nn.Module):
             return False
         with torch.no_grad():
             last.bias.fill_(float(value))
+            if weight_scale != 1.0 and getattr(last, "weight", None) is not None:
+                last.weight.mul_(float(weight_scale))
         return True
 
     def check_input(self, x: torch.Tensor) -> None:

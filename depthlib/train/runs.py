@@ -96,13 +96,41 @@ def predict(model: nn.Module, data: Dataset | Sequence[Mapping[str, Any]], *, de
     return {"pred": torch.cat(preds), "depth": torch.cat(depths), "mask": torch.cat(masks)}
 
 
+OUTPUT_BIAS_SAMPLES = 256
+
+
+def _output_bias(value: float | str | None, train: Dataset) -> float | None:
+    """The depth (metres) ``train_eval(output_bias=value)`` starts the head at; ``None`` for no change."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != "mean":
+            raise ValueError(f"train_eval: output_bias must be None, a depth in metres or 'mean', got {value!r}")
+        n = len(train)
+        if n == 0:
+            raise ValueError("train_eval: output_bias='mean' needs a non-empty training set")
+        picks = sorted({int(i) for i in torch.linspace(0, n - 1, min(n, OUTPUT_BIAS_SAMPLES)).round().tolist()})
+        total, count = 0.0, 0
+        for i in picks:
+            sample = train[i]
+            valid = sample["depth"][sample["mask"]]
+            total, count = total + float(valid.double().sum()), count + int(valid.numel())
+        if count == 0:
+            raise ValueError("train_eval: output_bias='mean' found no valid depth pixel in the training samples")
+        return total / count
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"train_eval: output_bias must be a positive finite depth in metres, got {value!r}")
+    return float(value)
+
+
 def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: Any,
                evaluations: Mapping[str, Dataset] | None = None, val: Dataset | None = None,
                weights: Any = None, model_overrides: Mapping[str, Any] | None = None,
                predict_on: Dataset | None = None, eval_kwargs: Mapping[str, Any] | None = None,
                edges: bool = False, on_nonfinite: str = "raise", out_dir: Any = None,
                teacher: nn.Module | None = None, distill: Sequence[Any] | None = None,
-               teacher_cache: Any = None, keep_state: bool = False) -> dict[str, Any]:
+               teacher_cache: Any = None, keep_state: bool = False,
+               output_bias: float | str | None = None, output_scale: float = 1.0) -> dict[str, Any]:
     """One run: build the model, train it with :func:`depthlib.train.fit`, evaluate it.
 
     Args:
@@ -126,6 +154,12 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
             shared by the runs of a seed sweep). ``distill`` without a ``teacher`` raises; a ``teacher`` without
             ``distill`` terms is not used (so one bound teacher serves both arms of an ablation).
         keep_state: also return the trained ``state_dict`` (CPU tensors), for :func:`rebuild_model`.
+        output_bias: start the network's last bias (before its final ReLU) at this depth in metres, or at
+            ``"mean"``: the mean valid depth of up to :data:`OUTPUT_BIAS_SAMPLES` training samples spread over
+            ``train`` (:meth:`depthlib.models.DepthNet.init_output_bias`). ``None`` (default) keeps the
+            initialisation of the preset. A network whose head has no such bias raises.
+        output_scale: with ``output_bias``, also multiply that layer's weight by this factor (``weight_scale``
+            of ``init_output_bias``): below 1, every pixel starts near the bias whatever the head's layout.
 
     Returns:
         ``{"params": int, "diverged": 0 or 1, "train_loss": float (last epoch), "train_time_s": float,
@@ -143,7 +177,13 @@ def train_eval(model: str | Callable[[], nn.Module], *, train: Dataset, config: 
     terms = [t if isinstance(t, DistillTerm) else DistillTerm(**dict(t)) for t in (distill or [])]
     if terms and teacher is None:
         raise ValueError(f"train_eval: distill={[t.name or t.kind for t in terms]} needs a teacher (teacher=None)")
+    bias = _output_bias(output_bias, train)
     net = build_model(model, config.seed, weights, model_overrides)
+    if bias is None and output_scale != 1.0:
+        raise ValueError(f"train_eval: output_scale={output_scale!r} needs output_bias (it scales the layer whose bias is set)")
+    if bias is not None and not (hasattr(net, "init_output_bias") and net.init_output_bias(bias, output_scale)):
+        raise ValueError(f"train_eval: output_bias={output_bias!r}, but {getattr(net, 'name', type(net).__name__)} "
+                         "has no bias before a final ReLU to set")
     entry = getattr(net, "weights", None)
     start = time.perf_counter()
     try:
@@ -187,7 +227,7 @@ def train_eval_run(*, model: str, data: str, seed: int, datasets: Mapping[str, M
 
     ``fields`` are :class:`~depthlib.train.TrainConfig` fields (``optimizer``, ``lr``, ``loss``, ``loss_kwargs``,
     ``batch_size``, ``epochs``...) or :func:`train_eval` options (``predict_on``, ``edges``, ``on_nonfinite``,
-    ``eval_kwargs``, ``keep_state``, and ``distill``: a list of :class:`~depthlib.train.DistillTerm` fields as
+    ``eval_kwargs``, ``keep_state``, ``output_bias``, ``output_scale``, and ``distill``: a list of :class:`~depthlib.train.DistillTerm` fields as
     dicts). Bind ``datasets``, ``common``, ``weights`` (and a ``teacher`` with its ``teacher_cache``, used by
     the runs that name ``distill`` terms) with :func:`functools.partial` and hand the result to
     :func:`depthlib.book.run_grid`.
@@ -195,7 +235,7 @@ def train_eval_run(*, model: str, data: str, seed: int, datasets: Mapping[str, M
     from depthlib.train import TrainConfig
 
     options = {k: fields.pop(k) for k in ("predict_on", "edges", "on_nonfinite", "eval_kwargs", "val", "out_dir",
-                                          "distill", "keep_state") if k in fields}
+                                          "distill", "keep_state", "output_bias", "output_scale") if k in fields}
     if data not in datasets:
         raise ValueError(f"train_eval_run: data={data!r} is not one of {list(datasets)}")
     ds = datasets[data]
