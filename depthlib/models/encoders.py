@@ -73,6 +73,7 @@ class _Spec:
     return_nodes: tuple[str, ...] = ()  # torchvision/own: graph nodes at strides 2..32
     kwargs: tuple[tuple[str, Any], ...] = ()
     doc: str = ""
+    width_archs: tuple[tuple[float, str], ...] = ()  # timm: ``width=`` picks one of these named configurations
 
 
 _SPECS: dict[str, _Spec] = {
@@ -101,7 +102,8 @@ _SPECS: dict[str, _Spec] = {
         "torchvision", "resnet18", ("relu", "layer1", "layer2", "layer3", "layer4"), doc="torchvision ResNet-18"),
     "resnet50": _Spec(
         "torchvision", "resnet50", ("relu", "layer1", "layer2", "layer3", "layer4"), doc="torchvision ResNet-50"),
-    "ghostnet": _Spec("timm", "ghostnet_100", doc="timm GhostNet 1.0"),
+    "ghostnet": _Spec("timm", "ghostnet_100", doc="timm GhostNet 1.0 (width=0.5 / 1.3: ghostnet_050 / ghostnet_130)",
+                      width_archs=((0.5, "ghostnet_050"), (1.0, "ghostnet_100"), (1.3, "ghostnet_130"))),
     "mixnet_s": _Spec("timm", "mixnet_s", doc="timm MixNet-S"),
     "mixnet_m": _Spec("timm", "mixnet_m", doc="timm MixNet-M"),
     "efficientnet_lite0": _Spec("timm", "tf_efficientnet_lite0", doc="timm EfficientNet-Lite0 (TF port, 'same' padding)"),
@@ -302,11 +304,25 @@ def _torchvision_head(name: str, model: nn.Module) -> nn.Module | None:
     return None
 
 
+def _timm_tail(model: nn.Module) -> nn.Module | None:
+    """Backbone blocks after timm's stride-32 feature tap that belong to the stride-32 stage, or None.
+
+    timm's GhostNet taps each stride at the *first* block of its stage (``feature_info``: ``blocks.1``, ``.3``,
+    ``.5``, ``.7``), so ``features_only`` ends at ``blocks.7`` (one bottleneck, 160 channels) and drops
+    ``blocks.8``: the other four stride-32 bottlenecks (160 -> 160, 1.57 M of GhostNet 1.0's parameters,
+    Han et al., Table 1). They are applied to the stride-32 map here, so the encoder is the whole GhostNet.
+    The earlier taps need no tail: the blocks after them run anyway, as the input of the next stride.
+    """
+    if type(model).__name__ == "GhostNet":
+        return model.blocks[len(model.blocks) - 2]
+    return None
+
+
 def _timm_head(model: nn.Module) -> nn.Module | None:
     if hasattr(model, "bn2") and hasattr(model, "conv_head"):  # EfficientNet, MixNet, Lite (timm EfficientNet class)
         return nn.Sequential(model.conv_head, model.bn2)
     if type(model).__name__ == "GhostNet":
-        # blocks[9] (160 -> 960) is not a timm feature tap; conv_head (960 -> 1280) follows pooling in GhostNet.
+        # blocks[9] (ConvBnAct 160 -> 960) is no timm feature tap; conv_head (960 -> 1280) follows pooling in GhostNet.
         return nn.Sequential(model.blocks[len(model.blocks) - 1], model.conv_head, model.act2)
     return None
 
@@ -437,12 +453,16 @@ def create_encoder(name: str, weights: str | os.PathLike | None = None, *, head:
         weights: ``None`` (random init), ``"imagenet"`` or a state dict path (see the module docstring).
         head: also apply the classifier's 1x1 expansion conv ("conv_head", e.g. 200 -> 1536 in MixNet, 960 -> 1280
             in MobileNetV3) to the stride-32 map. yucel2021's encoder parameter counts (Table 1) are only reached
-            with it. A no-op for encoders whose taps already end at their last conv (MobileNet v1/v2,
+            with it. GhostNet's head is ``blocks.9`` (160 -> 960) + ``conv_head`` (960 -> 1280) + ReLU; its
+            stride-32 map always includes the four stride-32 bottlenecks timm's tap leaves out (``_timm_tail``).
+            A no-op for encoders whose taps already end at their last conv (MobileNet v1/v2,
             EfficientNet-B0, MNASNet, ShuffleNetV2, ResNets) and the ViTs.
         kwargs: passed to the backbone constructor (e.g. ``width_mult=0.5`` for torchvision MobileNetV3,
-            ``drop_path_rate=0.1`` for a ViT). ViTs also take ``widths`` (five channel counts, strides 2..32;
-            default :func:`vit_widths`) and ``indices`` (the four tapped blocks; default :func:`vit_tap_blocks`),
-            which go to :class:`ViTReassemble`.
+            ``drop_path_rate=0.1`` for a timm model), except ``width`` for ``ghostnet``, which picks timm's named
+            configuration (``0.5``: ``ghostnet_050``, ``1.0``: ``ghostnet_100``, the default, ``1.3``:
+            ``ghostnet_130``; timm has ImageNet weights for all three). ViTs also take ``widths`` (five channel
+            counts, strides 2..32; default :func:`vit_widths`) and ``indices`` (the four tapped blocks; default
+            :func:`vit_tap_blocks`), which go to :class:`ViTReassemble`.
 
     Returns:
         an :class:`Encoder`; ``encoder(x: (B, 3, H, W))`` -> five maps ``(B, C_i, H/s_i, W/s_i)``, ``s_i = 2..32``.
@@ -494,12 +514,22 @@ def create_encoder(name: str, weights: str | os.PathLike | None = None, *, head:
         import timm
         from timm.models import FeatureListNet
 
-        extra = _timm_pretrained_overlay(key, spec.arch) if weights == "imagenet" else {}
-        model = timm.create_model(spec.arch, **extra, **kwargs)
+        arch = spec.arch
+        if spec.width_archs and "width" in kwargs:
+            width = kwargs.pop("width")
+            archs = dict(spec.width_archs)
+            if width not in archs:
+                raise ValueError(f"encoder {key!r}: width={width!r}; valid widths: "
+                                 f"{', '.join(f'{w:g} ({a})' for w, a in spec.width_archs)}")
+            arch = archs[width]
+        extra = _timm_pretrained_overlay(key, arch) if weights == "imagenet" else {}
+        model = timm.create_model(arch, **extra, **kwargs)
         if state is not None:
             _load_into(model, state, str(weights))
-        if head:
-            head_module = _timm_head(model)
+        tail = _timm_tail(model)
+        head_module = _timm_head(model) if head else None
+        if tail is not None:
+            head_module = tail if head_module is None else nn.Sequential(tail, *head_module)
         # Wrapping the full (loaded) model keeps one code path for every weight source; it is what
         # timm.create_model(features_only=True) does internally.
         body = FeatureListNet(model, out_indices=(0, 1, 2, 3, 4), flatten_sequential=True)

@@ -28,8 +28,8 @@ FASTDEPTH_WIDTHS = (512, 256, 128, 64, 32)
 def _fastdepth_like(name: str, *, pretrained_encoder: Weights, encoder: str, decoder: str, skip: str,
                     channels: Sequence[int] = FASTDEPTH_WIDTHS, skip_strides: Sequence[int] = (8, 4, 2),
                     upsample: str = "nearest", encoder_head: bool = False,
-                    input_size: tuple[int, int] = (224, 224)) -> DepthNet:
-    enc = create_encoder(encoder, pretrained_encoder, head=encoder_head)
+                    input_size: tuple[int, int] = (224, 224), encoder_kwargs: dict | None = None) -> DepthNet:
+    enc = create_encoder(encoder, pretrained_encoder, head=encoder_head, **(encoder_kwargs or {}))
     dec = UNetDecoder(enc.channels, block=decoder, channels=channels, skip=skip, skip_strides=skip_strides,
                       upsample=upsample, head="fastdepth")
     return DepthNet(enc, dec, name=name, input_multiple=32, default_input_size=input_size)
@@ -83,19 +83,38 @@ def mbv2_nnconv5_narrow(*, pretrained_encoder: Weights = None) -> DepthNet:
                            decoder="nnconv5dw", skip="add", channels=(512, 32, 24, 16, 32), upsample="bilinear")
 
 
+# What each yucel2021 preset's parameter count matches or not (depthlib.profiler.param_candidates counts the
+# candidates); appended to the preset docstrings.
+_YUCEL2021_NOTES: dict[str, str] = {
+    "ghostnet-nnconv5": (
+        "GhostNet is the whole timm ghostnet_100 up to conv_head (the stride-32 bottlenecks timm's feature taps\n"
+        "leave out included, see encoders._timm_tail); the paper's 5.4 M stays unexplained by any documented\n"
+        "width (ghostnet_050/130), head or classifier reading.\n"),
+    "ghostnet-fbnet": (
+        "GhostNet is the whole timm ghostnet_100 up to conv_head (the stride-32 bottlenecks timm's feature taps\n"
+        "leave out included, see encoders._timm_tail): this matches the paper's 4.3 M within its rounding.\n"),
+    "mixnet-m-fbnet": "The paper's 3.6 M stays unexplained (no expansion, head or classifier reading fits).\n",
+    "effnet-es-fbnet": "The paper's 4.7 M stays unexplained (this is the closest documented reading).\n",
+}
+
 # --- yucel2021 (Yucel et al., CVPRW 2021), Table 1: encoders with the NNConv5 decoder, NYUv2 224x224 ----------
 
 def _yucel2021_nnconv5(name: str, encoder: str, paper_params: float):
-    def factory(*, pretrained_encoder: Weights = None) -> DepthNet:
+    def factory(*, pretrained_encoder: Weights = None, encoder_head: bool = True,
+                encoder_kwargs: dict | None = None) -> DepthNet:
         return _fastdepth_like(name, pretrained_encoder=pretrained_encoder, encoder=encoder, decoder="nnconv5dw",
-                               skip="add", encoder_head=True)
+                               skip="add", encoder_head=encoder_head, encoder_kwargs=encoder_kwargs)
 
     factory.__name__ = name.replace("-", "_")
     factory.encoder = encoder
     factory.__doc__ = (
         f"yucel2021, Table 1 row '{encoder}': {encoder} encoder (with its classifier's 1x1 head conv on the\n"
         f"stride-32 map) + FastDepth's NNConv5 decoder (depthwise, widths 512-256-128-64-32, additive skips at\n"
-        f"strides 8/4/2 with 1x1 projections where widths differ), 224x224. Paper: {paper_params} M parameters.")
+        f"strides 8/4/2 with 1x1 projections where widths differ), 224x224. Paper: {paper_params} M parameters.\n"
+        + _YUCEL2021_NOTES.get(name, "")
+        + "Overrides (the parameter-count candidates of depthlib.profiler.param_candidates): ``encoder_head``\n"
+        "(False: the decoder reads the stride-32 map before the head conv), ``encoder_kwargs`` (passed to\n"
+        "create_encoder, e.g. ``{'width': 1.3}`` for GhostNet).")
     register_model(name)(factory)
 
 
@@ -117,8 +136,10 @@ for _name, _enc, _params in (
 FBNET_EXPANSION = 3.0
 
 
-def _fbnet(name: str, encoder: str, *, pretrained_encoder: Weights, x112: bool, aux_heads: int) -> DepthNet:
-    enc = create_encoder(encoder, pretrained_encoder, head=True)
+def _fbnet(name: str, encoder: str, *, pretrained_encoder: Weights, x112: bool, aux_heads: int,
+           encoder_head: bool = True, encoder_kwargs: dict | None = None,
+           expansion: float = FBNET_EXPANSION) -> DepthNet:
+    enc = create_encoder(encoder, pretrained_encoder, head=encoder_head, **(encoder_kwargs or {}))
     # Stage widths follow the encoder at strides 16, 8, 4, 2 so the five additive skips need no projection.
     widths = [enc.channels[STRIDES.index(s)] for s in (16, 8, 4, 2)]
     channels = widths if x112 else widths + [widths[-1]]
@@ -126,13 +147,15 @@ def _fbnet(name: str, encoder: str, *, pretrained_encoder: Weights, x112: bool, 
         raise ValueError(f"aux_heads={aux_heads}; yucel2021 uses 0, 1 or 2 intermediate heads")
     aux_after = (1, 2)[:aux_heads]
     dec = UNetDecoder(enc.channels, block="fbnet", channels=channels, skip="add", skip_strides=(16, 8, 4, 2),
-                      expansion=FBNET_EXPANSION, head="conv", aux_after=aux_after)
+                      expansion=expansion, head="conv", aux_after=aux_after)
     return DepthNet(enc, dec, name=name, input_multiple=32, default_input_size=(224, 224))
 
 
 def _yucel2021_fbnet(name: str, encoder: str, paper_params: float, x112: bool = False):
-    def factory(*, pretrained_encoder: Weights = None, aux_heads: int = 0) -> DepthNet:
-        return _fbnet(name, encoder, pretrained_encoder=pretrained_encoder, x112=x112, aux_heads=aux_heads)
+    def factory(*, pretrained_encoder: Weights = None, aux_heads: int = 0, encoder_head: bool = True,
+                encoder_kwargs: dict | None = None, expansion: float = FBNET_EXPANSION) -> DepthNet:
+        return _fbnet(name, encoder, pretrained_encoder=pretrained_encoder, x112=x112, aux_heads=aux_heads,
+                      encoder_head=encoder_head, encoder_kwargs=encoder_kwargs, expansion=expansion)
 
     factory.__name__ = name.replace("-", "_")
     factory.encoder = encoder
@@ -143,7 +166,10 @@ def _yucel2021_fbnet(name: str, encoder: str, paper_params: float, x112: bool = 
         + ("x112: the last decoder layer is replaced by plain bilinear upsampling of the stride-2 prediction.\n"
            if x112 else "")
         + "``aux_heads=2`` adds the intermediate heads after decoder layers 2 and 3 (training only; yucel2021\n"
-        "Tables 4-7, loss weights 0.5/0.25/0.25); ``model.remove_aux_heads()`` before export.")
+        "Tables 4-7, loss weights 0.5/0.25/0.25); ``model.remove_aux_heads()`` before export.\n"
+        + _YUCEL2021_NOTES.get(name, "")
+        + "Overrides (the parameter-count candidates of depthlib.profiler.param_candidates): ``encoder_head``,\n"
+        "``encoder_kwargs`` (as for the NNConv5 presets), ``expansion`` (of each block's output width).")
     register_model(name)(factory)
 
 
