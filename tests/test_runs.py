@@ -337,12 +337,19 @@ def test_build_model_takes_the_profiles_none_as_random_init():
 # ------------------------------------------------------------------------------------------------- output start
 
 def test_output_bias_mean_is_the_mean_valid_depth_of_the_training_samples():
+    from depthlib.train import mean_valid_depth
     from depthlib.train.runs import _output_bias
 
     data = _toy_data(6, 0)
     valid = torch.cat([d["depth"][d["mask"]] for d in data]).double()
     assert _output_bias("mean", data) == pytest.approx(float(valid.mean()), rel=1e-9)
+    assert mean_valid_depth(data) == pytest.approx(float(valid.mean()), rel=1e-9)
+    # two samples spread over the six: the first and the last
+    ends = torch.cat([d["depth"][d["mask"]] for d in (data[0], data[5])]).double()
+    assert mean_valid_depth(data, max_samples=2) == pytest.approx(float(ends.mean()), rel=1e-9)
     assert _output_bias(2.5, data) == 2.5 and _output_bias(None, data) is None
+    with pytest.raises(ValueError, match="empty"):
+        mean_valid_depth([])
 
 
 @pytest.mark.parametrize("value, message", [("median", "'mean'"), (-1.0, "positive finite"), (True, "positive finite"),

@@ -248,7 +248,7 @@ def briefly_trained(name: str, train_data, *, epochs: int, weights=None, batch_s
         threads: ``torch.set_num_threads`` during training (restored).
     """
     from depthlib.models import create_model
-    from depthlib.train import TrainConfig, fit
+    from depthlib.train import TrainConfig, fit, mean_valid_depth
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
@@ -257,8 +257,7 @@ def briefly_trained(name: str, train_data, *, epochs: int, weights=None, batch_s
     if epochs:
         if getattr(model, "output_kind", None) == "metric" and hasattr(model, "init_output_bias"):
             # a few dozen steps cannot move FastDepth's head from ~0 m to the room's scale: start it there
-            samples = [train_data[i] for i in range(len(train_data))]
-            model.init_output_bias(float(torch.cat([s["depth"][s["mask"]] for s in samples]).mean()))
+            model.init_output_bias(mean_valid_depth(train_data))
         old = torch.get_num_threads()
         if threads is not None:
             torch.set_num_threads(threads)

@@ -20,7 +20,7 @@ from .config import TrainConfig
 from .distill import DistillTerm, TeacherCache
 from .loop import NonFiniteLossError, evaluate, fit
 from .lr_finder import lr_range_test
-from .runs import build_model, lr_search, predict, rebuild_model, train_eval, train_eval_run
+from .runs import build_model, lr_search, mean_valid_depth, predict, rebuild_model, train_eval, train_eval_run
 
 __all__ = ["TrainConfig", "DistillTerm", "TeacherCache", "fit", "evaluate", "lr_range_test", "load_checkpoint", "NonFiniteLossError",
-           "build_model", "rebuild_model", "predict", "train_eval", "train_eval_run", "lr_search", "seed_everything"]
+           "build_model", "rebuild_model", "mean_valid_depth", "predict", "train_eval", "train_eval_run", "lr_search", "seed_everything"]

@@ -99,6 +99,28 @@ def predict(model: nn.Module, data: Dataset | Sequence[Mapping[str, Any]], *, de
 OUTPUT_BIAS_SAMPLES = 256
 
 
+def mean_valid_depth(dataset: Dataset, max_samples: int | None = None) -> float:
+    """Mean of the valid depth pixels (metres) of ``dataset``, over up to ``max_samples`` samples spread evenly
+    through it (all of them with ``None``); each sample has ``depth`` and ``mask`` ``(1, H, W)``.
+
+    Raises:
+        ValueError: an empty dataset, or no valid pixel in the samples read.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("mean_valid_depth: the dataset is empty")
+    count = n if max_samples is None else min(n, int(max_samples))
+    picks = sorted({int(i) for i in torch.linspace(0, n - 1, count).round().tolist()})
+    total, pixels = 0.0, 0
+    for i in picks:
+        sample = dataset[i]
+        valid = sample["depth"][sample["mask"]]
+        total, pixels = total + float(valid.double().sum()), pixels + int(valid.numel())
+    if pixels == 0:
+        raise ValueError(f"mean_valid_depth: no valid depth pixel in {len(picks)} sample(s)")
+    return total / pixels
+
+
 def _output_bias(value: float | str | None, train: Dataset) -> float | None:
     """The depth (metres) ``train_eval(output_bias=value)`` starts the head at; ``None`` for no change."""
     if value is None:
@@ -106,18 +128,7 @@ def _output_bias(value: float | str | None, train: Dataset) -> float | None:
     if isinstance(value, str):
         if value != "mean":
             raise ValueError(f"train_eval: output_bias must be None, a depth in metres or 'mean', got {value!r}")
-        n = len(train)
-        if n == 0:
-            raise ValueError("train_eval: output_bias='mean' needs a non-empty training set")
-        picks = sorted({int(i) for i in torch.linspace(0, n - 1, min(n, OUTPUT_BIAS_SAMPLES)).round().tolist()})
-        total, count = 0.0, 0
-        for i in picks:
-            sample = train[i]
-            valid = sample["depth"][sample["mask"]]
-            total, count = total + float(valid.double().sum()), count + int(valid.numel())
-        if count == 0:
-            raise ValueError("train_eval: output_bias='mean' found no valid depth pixel in the training samples")
-        return total / count
+        return mean_valid_depth(train, OUTPUT_BIAS_SAMPLES)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"train_eval: output_bias must be a positive finite depth in metres, got {value!r}")
     return float(value)
