@@ -40,6 +40,7 @@ __all__ = [
     "sobel_edge",
     "silog",
     "ssi",
+    "mannequin_si",
     "ranking",
     "ranking_improved",
     "sample_ordinal_pairs",
@@ -243,6 +244,73 @@ def ssi(
             count = mk.sum()
             if count > 0:
                 total = total + alpha * (gx.sum() + gy.sum()) / count
+    return total
+
+
+def _grad_pairs(x: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    """Differences ``x[i + step] - x[i]`` along width and height of ``(B, 1, H, W)``."""
+    return x[..., :, step:] - x[..., :, :-step], x[..., step:, :] - x[..., :-step, :]
+
+
+def mannequin_si(
+    pred: Tensor, target: Tensor, mask: Tensor | None = None, image: Tensor | None = None, *,
+    w_grad: float = 0.75, w_sm1: float = 0.075, w_sm2: float = 0.1, scales: int = 5, min_depth: float = 1e-3,
+) -> Tensor:
+    """The Mannequin Challenge loss of Li et al. (CVPR 2019), yucel2021 eq. 1: ``L_si = L_mse + a1 L_grad + a2 L_sm``.
+
+    ``pred`` is **log depth** (Li et al.'s network predicts it; any additive constant is free), ``target`` depth
+    up to an unknown scale (MVS). With ``R = pred - ln(target)`` on the valid pixels, as in the authors' released
+    ``JointLoss`` (weights and scales are theirs; this is written from their formulas):
+
+    - ``L_mse``: 1.5 x the scale-invariant MSE ``mean(R^2) - mean(R)^2`` per image (their weight without the
+      human mask), averaged over the batch;
+    - ``L_grad``: ``w_grad`` x, at ``scales`` scales (subsampling by 2), the mean of ``|R(i+2) - R(i)|`` along
+      width and height where both pixels are valid;
+    - ``L_sm``: edge-aware smoothness of the prediction, ``w_sm1 * sum_s 2^-s mean(|dx pred| e^-|dx I| +
+      |dy pred| e^-|dy I|)`` plus ``w_sm2 * sum_s 2^-s mean(e^-|lap I| |lap pred|)`` (needs ``image``; without it
+      the smoothness term is left out).
+
+    Args:
+        pred: ``(B, 1, H, W)`` log depth.
+        target: ``(B, 1, H, W)`` depth up to scale, 0 where invalid.
+        mask: bool ``(B, 1, H, W)``; ``None`` means ``target > 0``.
+        image: ``(B, 3, H, W)`` in [0, 1] for the smoothness term (``TrainConfig.target_keys =
+            ("depth", "mask", "image")``, which this loss's kind ``"dense_image"`` picks by default).
+        w_grad, w_sm1, w_sm2, scales: Li et al.'s 0.75, 0.075, 0.1 and 5.
+        min_depth: ``target`` is clamped from below to it before the log.
+    """
+    pred, target, mask = _dense_inputs(pred, target, mask, "mannequin_si")
+    if scales < 1:
+        raise ValueError(f"mannequin_si: scales={scales!r} must be >= 1")
+    m = mask.to(pred.dtype)
+    res = (pred - torch.log(torch.where(mask, target, torch.ones_like(target)).clamp(min=min_depth))) * m
+    n = m.sum(dim=(1, 2, 3))
+    has = n > 0
+    s1, s2 = res.sum(dim=(1, 2, 3))[has], (res * res).sum(dim=(1, 2, 3))[has]
+    total = 1.5 * (s2 / n[has] - (s1 / n[has]) ** 2).mean()
+    lap = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]], dtype=pred.dtype,
+                       device=pred.device).view(1, 1, 3, 3)
+    r, mk, p, img = res, m, pred, image
+    for k in range(scales):
+        if k:
+            r, mk, p = r[..., ::2, ::2], mk[..., ::2, ::2], p[..., ::2, ::2]
+            img = img[..., ::2, ::2] if img is not None else None
+        if min(r.shape[-2:]) < 3:
+            break
+        gx, gy = _grad_pairs(r, 2)
+        vx, vy = mk[..., :, 2:] * mk[..., :, :-2], mk[..., 2:, :] * mk[..., :-2, :]
+        count = vx.sum() + vy.sum()
+        if count > 0:
+            total = total + w_grad * ((gx.abs() * vx).sum() + (gy.abs() * vy).sum()) / count
+        if img is not None:
+            px, py = _grad_pairs(p, 1)
+            ix, iy = _grad_pairs(img, 1)
+            wx, wy = torch.exp(-ix.abs().mean(1, keepdim=True)), torch.exp(-iy.abs().mean(1, keepdim=True))
+            total = total + w_sm1 * 0.5**k * 0.5 * ((px.abs() * wx).mean() + (py.abs() * wy).mean())
+            lap_p = F.conv2d(p, lap)
+            lap_i = F.conv2d(img.reshape(-1, 1, *img.shape[-2:]), lap).abs().view(img.shape[0], img.shape[1],
+                                                                                   *lap_p.shape[-2:]).mean(1, keepdim=True)
+            total = total + w_sm2 * 0.5**k * (torch.exp(-lap_i) * lap_p.abs()).mean()
     return total
 
 
@@ -584,6 +652,7 @@ _LOSSES: dict[str, tuple[Callable[..., Tensor], str]] = {
     "sobel_edge": (sobel_edge, "dense"),
     "silog": (silog, "dense"),
     "ssi": (ssi, "dense"),
+    "mannequin_si": (mannequin_si, "dense_image"),
     "ranking": (ranking, "ordinal"),
     "ranking_improved": (ranking_improved, "ordinal"),
     "distill_rmse": (distill_rmse, "distillation"),
@@ -601,7 +670,7 @@ def get_loss(name: str, **options: object) -> Callable[..., Tensor]:
     """A loss by name with its keyword options bound, e.g. ``get_loss("sobel_edge", lambd=12)``.
 
     The callable's arguments depend on its ``.kind``: ``"dense"`` ``(pred, target, mask=None)``,
-    ``"ordinal"`` ``(pred, pairs, relation)``, ``"distillation"`` ``(student, teacher[, mask])``.
+    ``"dense_image"`` ``(pred, target, mask, image)``, ``"ordinal"`` ``(pred, pairs, relation)``, ``"distillation"`` ``(student, teacher[, mask])``.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones) or an option the loss does not take.

@@ -54,7 +54,7 @@ def test_every_result_says_how_it_is_reproduced_or_why_not(reported):
     # the chapters of this book that reproduce numbers; a typo here would hide a row from its chapter
     assert set(reported["notebook"].dropna()) <= {"03_fastdepth", "04_mobilenetv2_recreation", "05_scorecard",
                                                    "07_pruning_fastdepth", "08_pruning_midas", "09_mai2021",
-                                                   "10_yucel_architecture"}
+                                                   "10_yucel_architecture", "11_yucel_ordinal"}
 
 
 def test_unknown_key_names_close_keys():

@@ -205,7 +205,9 @@ class UNetDecoder(nn.Module):
         upsample: ``"nearest"`` (FastDepth) or ``"bilinear"`` (sagar2021) for NNConv/FBNet stages.
         expansion: FBNet blocks' expansion (relative to the stage's output width).
         head: ``"fastdepth"`` (1x1 conv, BN, ReLU: FastDepth's ``decode_conv6 = pointwise(32, 1)``) or
-            ``"conv"`` (1x1 conv with bias, ReLU).
+            ``"conv"`` (1x1 conv with bias, ReLU) or ``"linear"`` (1x1 conv with bias, no activation: relative
+            depth, e.g. log depth up to a constant, which may be negative; the intermediate heads then have no
+            ReLU either).
         aux_after: stage indices (0-based) followed by an intermediate 1x1-conv prediction head; used only in
             training mode and removable with :meth:`remove_aux_heads` (yucel2021: ``(1, 2)``, i.e. after the
             second and third decoder layers).
@@ -233,8 +235,8 @@ class UNetDecoder(nn.Module):
                              f"{tuple(s for s in out_strides if s in STRIDES)}")
         if any(not 0 <= i < len(channels) - 1 for i in aux_after):
             raise ValueError(f"aux_after={tuple(aux_after)}: intermediate heads go after stages 0..{len(channels) - 2}")
-        if head not in ("fastdepth", "conv"):
-            raise ValueError(f"head={head!r}; valid: 'fastdepth', 'conv'")
+        if head not in ("fastdepth", "conv", "linear"):
+            raise ValueError(f"head={head!r}; valid: 'fastdepth', 'conv', 'linear'")
         self.encoder_channels = tuple(encoder_channels)
         self.skip = skip
         self.skip_strides = tuple(skip_strides) if skip != "none" else ()
@@ -252,12 +254,13 @@ class UNetDecoder(nn.Module):
                 elif ce != cout:
                     self.proj[str(stride)] = nn.Sequential(nn.Conv2d(ce, cout, 1, bias=False), nn.BatchNorm2d(cout))
         self._out_strides = out_strides
+        act = [] if head == "linear" else [nn.ReLU(inplace=True)]
         if head == "fastdepth":
             self.head = nn.Sequential(*_cbr(cin, 1, 1))
         else:
-            self.head = nn.Sequential(nn.Conv2d(cin, 1, 1), nn.ReLU(inplace=True))
+            self.head = nn.Sequential(nn.Conv2d(cin, 1, 1), *act)
         self.aux_heads = nn.ModuleDict({
-            str(i): nn.Sequential(nn.Conv2d(self._stage_width(i, channels), 1, 1), nn.ReLU(inplace=True))
+            str(i): nn.Sequential(nn.Conv2d(self._stage_width(i, channels), 1, 1), *act)
             for i in aux_after})
         kaiming_init(self)
 

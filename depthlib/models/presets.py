@@ -138,7 +138,7 @@ FBNET_EXPANSION = 3.0
 
 def _fbnet(name: str, encoder: str, *, pretrained_encoder: Weights, x112: bool, aux_heads: int,
            encoder_head: bool = True, encoder_kwargs: dict | None = None,
-           expansion: float = FBNET_EXPANSION) -> DepthNet:
+           expansion: float = FBNET_EXPANSION, relative: bool = False) -> DepthNet:
     enc = create_encoder(encoder, pretrained_encoder, head=encoder_head, **(encoder_kwargs or {}))
     # Stage widths follow the encoder at strides 16, 8, 4, 2 so the five additive skips need no projection.
     widths = [enc.channels[STRIDES.index(s)] for s in (16, 8, 4, 2)]
@@ -147,15 +147,20 @@ def _fbnet(name: str, encoder: str, *, pretrained_encoder: Weights, x112: bool, 
         raise ValueError(f"aux_heads={aux_heads}; yucel2021 uses 0, 1 or 2 intermediate heads")
     aux_after = (1, 2)[:aux_heads]
     dec = UNetDecoder(enc.channels, block="fbnet", channels=channels, skip="add", skip_strides=(16, 8, 4, 2),
-                      expansion=expansion, head="conv", aux_after=aux_after)
-    return DepthNet(enc, dec, name=name, input_multiple=32, default_input_size=(224, 224))
+                      expansion=expansion, head="linear" if relative else "conv", aux_after=aux_after)
+    return DepthNet(enc, dec, name=name, input_multiple=32, default_input_size=(224, 224),
+                    output_kind="relative" if relative else "metric")
 
 
 def _yucel2021_fbnet(name: str, encoder: str, paper_params: float, x112: bool = False):
     def factory(*, pretrained_encoder: Weights = None, aux_heads: int = 0, encoder_head: bool = True,
-                encoder_kwargs: dict | None = None, expansion: float = FBNET_EXPANSION) -> DepthNet:
+                encoder_kwargs: dict | None = None, expansion: float = FBNET_EXPANSION,
+                relative: bool = False) -> DepthNet:
+        if not isinstance(relative, bool):
+            raise ValueError(f"{name}: relative={relative!r} must be True or False")
         return _fbnet(name, encoder, pretrained_encoder=pretrained_encoder, x112=x112, aux_heads=aux_heads,
-                      encoder_head=encoder_head, encoder_kwargs=encoder_kwargs, expansion=expansion)
+                      encoder_head=encoder_head, encoder_kwargs=encoder_kwargs, expansion=expansion,
+                      relative=relative)
 
     factory.__name__ = name.replace("-", "_")
     factory.encoder = encoder
@@ -167,6 +172,8 @@ def _yucel2021_fbnet(name: str, encoder: str, paper_params: float, x112: bool = 
            if x112 else "")
         + "``aux_heads=2`` adds the intermediate heads after decoder layers 2 and 3 (training only; yucel2021\n"
         "Tables 4-7, loss weights 0.5/0.25/0.25); ``model.remove_aux_heads()`` before export.\n"
+        "``relative=True``: the heads have no final ReLU and ``output_kind == \"relative\"`` (the ordinal-depth\n"
+        "pipeline of Tables 3-7, whose prediction is log depth up to an additive constant).\n"
         + _YUCEL2021_NOTES.get(name, "")
         + "Overrides (the parameter-count candidates of depthlib.profiler.param_candidates): ``encoder_head``,\n"
         "``encoder_kwargs`` (as for the NNConv5 presets), ``expansion`` (of each block's output width).")

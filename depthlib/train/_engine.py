@@ -271,12 +271,14 @@ def compute_loss(
 
 def target_keys(cfg: TrainConfig, loss_fn: LossFn) -> tuple[str, ...]:
     """Batch keys given to the loss after the prediction: ``cfg.target_keys``, else from the loss's
-    ``kind`` (:func:`depthlib.losses.get_loss`): dense ``("depth", "mask")``, ordinal ``("pairs", "relation")``."""
+    ``kind`` (:func:`depthlib.losses.get_loss`): dense ``("depth", "mask")``, dense_image ``("depth", "mask", "image")``, ordinal ``("pairs", "relation")``."""
     if cfg.target_keys is not None:
         return cfg.target_keys
     kind = getattr(loss_fn, "kind", "dense")
     if kind == "dense":
         return ("depth", "mask")
+    if kind == "dense_image":
+        return ("depth", "mask", "image")
     if kind == "ordinal":
         return ("pairs", "relation")
     raise ValueError(
