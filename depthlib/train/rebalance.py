@@ -44,6 +44,17 @@ class Rebalancing:
         self.rebalancer: MultiLossRebalancer | None = None
         self._pending: dict[str, Any] | None = None
         self._source = ""
+        weights = spec.get("weights")
+        if weights is not None:  # checked before any forward pass: the head count is read from the keys
+            heads = [int(k.rsplit("/", 1)[1]) for k in weights if k.startswith("loss/") and k[5:].isdigit()]
+            self._check_weights(weights, self.names(max(heads) if heads and self.split else 0))
+
+    def _check_weights(self, weights: dict[str, float], names: list[str]) -> None:
+        missing, unknown = [n for n in names if n not in weights], sorted(set(weights) - set(names))
+        if missing or unknown:
+            raise ValueError(
+                f"TrainConfig.rebalance['weights']={weights!r} must give one weight per rebalanced term "
+                f"{names}" + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
 
     @property
     def split(self) -> bool:
@@ -66,11 +77,7 @@ class Rebalancing:
         names = self.names(n_aux)
         weights = self.spec.get("weights")
         if weights is not None:
-            missing, unknown = [n for n in names if n not in weights], sorted(set(weights) - set(names))
-            if missing or unknown:
-                raise ValueError(
-                    f"TrainConfig.rebalance['weights']={weights!r} must give one weight per rebalanced term "
-                    f"{names}" + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+            self._check_weights(weights, names)
             weights = [weights[n] for n in names]
         start, slope, end = REBALANCE_ORDERS[self.spec["order"]]
         rb = MultiLossRebalancer(names, weights=weights, lam_start=start, lam_slope=slope, lam_end=end,
