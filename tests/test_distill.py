@@ -349,7 +349,7 @@ def test_teacher_that_is_the_student_is_refused():
         (dict(kind="pixel_rmse", weight=float("nan")), r"DistillTerm.weight must be a finite number >= 0, got nan"),
         (dict(kind="pixel_rmse", weight=float("inf")), r"DistillTerm.weight .* got inf"),
         (dict(kind="pixel_rmse", weight=True), r"DistillTerm.weight .* got True"),
-        (dict(kind="feature"), r"DistillTerm.kind must be one of \('feature_l2', 'pixel_rmse', 'pairwise'\)"),
+        (dict(kind="feature"), r"DistillTerm.kind must be one of \('feature_l2', 'pixel_rmse', 'pairwise', 'holistic'\)"),
         (dict(kind="feature_l2", student_layer="a"), r"DistillTerm.teacher_layer must name a module"),
         (dict(kind="pixel_rmse", student_layer="a"), r"student_layer and teacher_layer must be None"),
         (dict(kind="pairwise", student_layer="a", teacher_layer="b", options={"scal": 0.5}),

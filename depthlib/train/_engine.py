@@ -269,6 +269,21 @@ def compute_loss(
     return deep_supervision(loss_fn, output, *targets, weights=weights), final
 
 
+def head_losses(output: Any, targets: tuple[Any, ...], loss_fn: LossFn) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The loss of each prediction head, unweighted: ``([L_final, L_aux_1, ...], final (B, 1, H, W))``.
+
+    The auxiliary predictions are upsampled bilinearly to the final size first, as in :func:`compute_loss`
+    (``compute_loss`` is ``sum_i head_weight_i * L_i`` of these).
+    """
+    import torch.nn.functional as F
+
+    final, aux = split_output(output)
+    size = final.shape[-2:]
+    preds = [final] + [p if p.shape[-2:] == size else F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+                       for p in aux]
+    return [loss_fn(p, *targets) for p in preds], final
+
+
 def target_keys(cfg: TrainConfig, loss_fn: LossFn) -> tuple[str, ...]:
     """Batch keys given to the loss after the prediction: ``cfg.target_keys``, else from the loss's
     ``kind`` (:func:`depthlib.losses.get_loss`): dense ``("depth", "mask")``, dense_image ``("depth", "mask", "image")``, ordinal ``("pairs", "relation")``."""

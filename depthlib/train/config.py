@@ -88,6 +88,31 @@ class TrainConfig:
             would draw other augmentations than the uninterrupted one (no bit-identical resume).
         compile: ``torch.compile`` the model for training (off by default: on the quick profile's runs
             its compile time, tens of seconds on 2 cores, is not paid back; see the benchmark).
+
+    Loss rebalancing (Lee & Kim 2020 as yucel2021 uses it, :class:`depthlib.losses.MultiLossRebalancer`):
+
+    Args:
+        rebalance: ``None`` (default: fixed weights) or a dict; missing keys take their defaults and the
+            stored config holds them all (so it is saved and compared on resume):
+
+            - ``per_epoch`` (int >= 1, default 5, yucel2021's "five times every epoch"): rebalances per epoch,
+              after the batches ``ceil(j * n / per_epoch)``, ``j = 1 .. per_epoch`` of the epoch's ``n`` (the
+              last one ends the epoch; more than ``n`` rebalances after every batch).
+            - ``order``: ``"hard_first"`` (default, yucel2021: ``lam`` from -3 by +1.5 per epoch up to 3) or
+              ``"easy_first"`` (Lee & Kim: from 3 by -1.5 down to -3).
+            - ``initialize`` (bool, default False): Lee & Kim's weight initialisation ("WI") at the first
+              rebalance.
+            - ``wrap_aux`` (bool, default True, yucel2021's "FIP"): each term's heads are combined with the
+              fixed ``aux_weights`` first; ``False`` makes every head of the head-wise terms (the supervised
+              loss and ``pixel_rmse``) its own rebalanced term, ``"loss/0"`` (final), ``"loss/1"``, ...,
+              ``"pixel_rmse/0"``, ... (a model without auxiliary heads has nothing to split).
+            - ``weights`` (``None`` or ``{term: weight}``): initial weights, finite and ``>= 0``, one per
+              rebalanced term (checked against the terms when training starts); default ``1 / n`` each.
+
+            The rebalanced terms are the supervised loss (``"loss"``) and every distillation term by its name
+            except ``"holistic"`` ones (their generator loss has no sign; they keep ``DistillTerm.weight``); the
+            objective is ``sum_i w_i L_i`` with the rebalancer's weights in place of ``DistillTerm.weight``.
+            See :func:`depthlib.train.fit` for the recorded weights.
     """
 
     epochs: int = 1
@@ -124,6 +149,8 @@ class TrainConfig:
     fused_optimizer: bool = True
     persistent_workers: bool = False
     compile: bool = False
+    # ---- loss rebalancing (yucel2021, Lee & Kim); validated in _validate_rebalance
+    rebalance: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Lists arrive from YAML profiles; tuples keep the config hashable-looking and comparable.
@@ -136,6 +163,8 @@ class TrainConfig:
             self.aux_weights = tuple(self.aux_weights)
         self.validate()
         self.betas = tuple(float(b) for b in self.betas)
+        if self.rebalance is not None:
+            self.rebalance = _rebalance_spec(self.rebalance)
         if self.aux_weights is not None:
             self.aux_weights = tuple(float(w) for w in self.aux_weights)
 
@@ -213,6 +242,8 @@ class TrainConfig:
         if self.progress is not None and not isinstance(self.progress, bool):
             raise ValueError(f"TrainConfig.progress must be None, True or False, got {self.progress!r}")
         _validate_speed(self)
+        if self.rebalance is not None:
+            _rebalance_spec(self.rebalance)
 
     def to_dict(self) -> dict[str, Any]:
         """Primitives only (a callable loss is recorded by its qualified name), for checkpoints."""
@@ -224,7 +255,48 @@ class TrainConfig:
             out["target_keys"] = list(self.target_keys)
         if self.aux_weights is not None:
             out["aux_weights"] = list(self.aux_weights)
+        if self.rebalance is not None:
+            out["rebalance"] = _rebalance_spec(self.rebalance)
         return out
+
+
+#: TrainConfig.rebalance's keys and defaults; the orders' lam schedules (start, slope per epoch, end).
+REBALANCE_DEFAULTS: dict[str, Any] = {"per_epoch": 5, "order": "hard_first", "initialize": False, "wrap_aux": True,
+                                      "weights": None}
+REBALANCE_ORDERS: dict[str, tuple[float, float, float]] = {"hard_first": (-3.0, 1.5, 3.0),
+                                                           "easy_first": (3.0, -1.5, -3.0)}
+
+
+def _rebalance_spec(spec: Any) -> dict[str, Any]:
+    """``TrainConfig.rebalance`` with the defaults filled in; ``ValueError`` naming the key and value."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"TrainConfig.rebalance must be None or a dict, got {spec!r}")
+    unknown = sorted(set(spec) - set(REBALANCE_DEFAULTS), key=str)
+    if unknown:
+        raise ValueError(f"TrainConfig.rebalance: unknown key(s) {unknown}; the keys are {list(REBALANCE_DEFAULTS)}")
+    out = {**REBALANCE_DEFAULTS, **spec}
+    per = out["per_epoch"]
+    if isinstance(per, bool) or not isinstance(per, int) or per < 1:
+        raise ValueError(f"TrainConfig.rebalance['per_epoch'] must be an int >= 1, got {per!r}")
+    if out["order"] not in REBALANCE_ORDERS:
+        raise ValueError(f"TrainConfig.rebalance['order'] must be one of {tuple(REBALANCE_ORDERS)}, got {out['order']!r}")
+    for key in ("initialize", "wrap_aux"):
+        if not isinstance(out[key], bool):
+            raise ValueError(f"TrainConfig.rebalance[{key!r}] must be True or False, got {out[key]!r}")
+    weights = out["weights"]
+    if weights is not None:
+        if not isinstance(weights, dict) or not weights:
+            raise ValueError(f"TrainConfig.rebalance['weights'] must be None or a non-empty dict {{term: weight}}, "
+                             f"got {weights!r}")
+        for k, v in weights.items():
+            if not isinstance(k, str):
+                raise ValueError(f"TrainConfig.rebalance['weights']: term names must be strings, got {k!r}")
+            if not _is_number(v) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"TrainConfig.rebalance['weights'][{k!r}] must be a finite number >= 0, got {v!r}")
+        if sum(weights.values()) <= 0:
+            raise ValueError(f"TrainConfig.rebalance['weights'] must not all be 0, got {weights!r}")
+        out["weights"] = {k: float(v) for k, v in weights.items()}
+    return out
 
 
 def _is_number(value: Any) -> bool:

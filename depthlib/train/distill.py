@@ -3,10 +3,14 @@ module name, learned 1x1 adapters and a per-sample cache of the teacher's output
 
 - :class:`DistillTerm` one weighted term: ``"feature_l2"`` (zhang2021: L2 between features at a named layer
   pair, through a learned 1x1 convolution when the channel counts differ), ``"pixel_rmse"`` (yucel2021's
-  pixel-wise ``L_pi``: RMSE between the student's and the teacher's final predictions) or ``"pairwise"``
-  (yucel2021's pair-wise ``L_pa``: affinity matrices of the features at a layer pair). The losses are
+  pixel-wise ``L_aux-RMSE``: RMSE between the student's predictions, every head, and the teacher's),
+  ``"pairwise"`` (yucel2021's pair-wise ``L_pa``: affinity matrices of the features at a layer pair) or
+  ``"holistic"`` (Liu et al.'s holistic adversarial term as yucel2021 tried it: a hinge-loss
+  :class:`DepthDiscriminator` updated every ``every`` iterations). The losses are
   :func:`depthlib.losses.distill_feature_l2`, :func:`~depthlib.losses.distill_rmse` and
-  :func:`~depthlib.losses.distill_pairwise`.
+  :func:`~depthlib.losses.distill_pairwise`; the holistic ones are :func:`holistic_generator_loss` and
+  :func:`discriminator_hinge_loss`.
+- :class:`DepthDiscriminator` the holistic term's patch discriminator on ``(image, depth)``.
 - :class:`TeacherCache` the teacher's outputs per training sample, shared by the ``fit`` calls of a seed
   sweep so that the teacher runs once per sample instead of once per sample, epoch and seed.
 - :func:`random_augmentations` the random transforms a dataset applies (why a cache is refused).
@@ -32,11 +36,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-__all__ = ["DistillTerm", "TeacherCache", "Distiller", "random_augmentations", "KINDS"]
+__all__ = ["DistillTerm", "TeacherCache", "Distiller", "DepthDiscriminator", "holistic_generator_loss",
+           "discriminator_hinge_loss", "random_augmentations", "KINDS", "HOLISTIC_DEFAULTS"]
 
-#: The term kinds and the :mod:`depthlib.losses` function each one uses.
-KINDS = {"feature_l2": "distill_feature_l2", "pixel_rmse": "distill_rmse", "pairwise": "distill_pairwise"}
+#: The term kinds and the loss each one uses (a :mod:`depthlib.losses` name; ``"holistic"``: this module's
+#: :func:`holistic_generator_loss`, with :func:`discriminator_hinge_loss` for its discriminator).
+KINDS = {"feature_l2": "distill_feature_l2", "pixel_rmse": "distill_rmse", "pairwise": "distill_pairwise",
+         "holistic": "holistic_generator_loss"}
 _FEATURE_KINDS = ("feature_l2", "pairwise")
+#: Kinds that compare the student's predictions with the teacher's final output (they need ``"output"``).
+_OUTPUT_KINDS = ("pixel_rmse", "holistic")
+#: The ``"holistic"`` term's options and their defaults: the discriminator is updated at the training
+#: iterations ``0, every, 2 * every, ...`` (yucel2021: every two) by Adam with ``lr`` and ``betas``;
+#: ``width`` is the channel count of its first convolution.
+HOLISTIC_DEFAULTS: dict[str, Any] = {"every": 2, "lr": 1e-4, "betas": (0.5, 0.999), "width": 32}
 #: Batch key under which fit's index wrapper passes each sample's index in the training set (cache key).
 INDEX_KEY = "_distill_index"
 # Transforms whose output is random although their class name does not start with "Random".
@@ -59,9 +72,27 @@ class DistillTerm:
       (``ckpt["distill"]["adapters"]``). Equal channel counts use no adapter. Different spatial sizes need
       ``options={"interpolate": True}``: the student's features are resized bilinearly to ``(H, W)``, before
       the adapter when ``C_s < C_t`` (the two commute; the thinner map is cheaper to resize), else after.
-    - ``"pixel_rmse"`` (yucel2021, eq. 5, ``L_pi``): :func:`depthlib.losses.distill_rmse` between the final
-      predictions ``(B, 1, H, W)`` of both (the final head only when the student also returns auxiliary
-      ones), over every pixel. The layers must be ``None``; the outputs must have the same size.
+    - ``"pixel_rmse"`` (yucel2021, eq. 5, ``L_aux-RMSE``): :func:`depthlib.losses.distill_rmse` between the
+      student's predictions and the teacher's final prediction ``(B, 1, H, W)``, over every pixel. A student
+      that returns auxiliary heads in training mode (``{"depth", "aux"}``) is compared on **every** head, as
+      eq. 5 asks: ``deep_supervision(distill_rmse, output, teacher_output, weights=head weights)`` with the
+      supervised loss's head weights (``TrainConfig.aux_weights``, default 0.5 / 0.25 / 0.25), the auxiliary
+      heads ``(B, 1, h_i, w_i)`` upsampled bilinearly to ``(H, W)``. The layers must be ``None``; the final
+      outputs must have the same size.
+    - ``"holistic"`` (Liu et al.'s holistic loss as yucel2021 uses it, lines 232-233: "hinge loss for adversarial
+      training ... loss weight 0.05 ... update the discriminator every two iterations"): a
+      :class:`DepthDiscriminator` ``D`` scores ``concat(image (B, 3, H, W), depth (B, 1, H, W))`` with patch
+      scores ``(B, 1, h, w)``; real is the teacher's final output, fake the student's final output. The term
+      (added with ``weight``, recorded as ``train_<name>``) is the generator loss ``-D(image, fake).mean()``,
+      computed with ``D`` in eval mode and its parameters frozen (``D`` never gets the student's gradient).
+      ``D`` is trained on its hinge loss ``relu(1 - D(image, real)).mean() + relu(1 + D(image, fake.detach())).mean()``
+      (recorded as ``train_<name>_d``, averaged over the epoch's updating iterations) by its own Adam
+      optimiser, at the global training iterations ``0, every, 2 * every, ...`` (0-based, counted across
+      epochs and resumes), after the student's step; the fake is detached, so the student gets no gradient
+      from it. Options (:data:`HOLISTIC_DEFAULTS`): ``every`` (positive int, default 2), ``lr`` (> 0, default
+      1e-4), ``betas`` (default (0.5, 0.999)), ``width`` (the discriminator's first channels, default 32).
+      ``D``, its optimiser state and the iteration counter are saved in ``ckpt["distill"]``. The layers must
+      be ``None``; the outputs must have the same size.
     - ``"pairwise"`` (yucel2021's ``L_pa``, Liu et al.'s structured KD): :func:`depthlib.losses.distill_pairwise`
       between the features ``(B, C_s, H, W)`` and ``(B, C_t, H, W)`` at the layer pair: channel counts may
       differ (cosine affinities need no adapter), spatial sizes must match. ``options={"scale": ...}``.
@@ -72,11 +103,15 @@ class DistillTerm:
     that activation, as zhang2021 asks.
 
     Args:
-        kind: ``"feature_l2"``, ``"pixel_rmse"`` or ``"pairwise"``.
-        weight: finite, ``>= 0`` (0 records the term in the history without training on it).
-        student_layer, teacher_layer: module names (feature kinds), ``None`` for ``"pixel_rmse"``.
+        kind: ``"feature_l2"``, ``"pixel_rmse"``, ``"pairwise"`` or ``"holistic"``.
+        weight: finite, ``>= 0`` (0 records the term in the history without training on it). Under
+            ``TrainConfig.rebalance`` the rebalancer's weight replaces it (except for ``"holistic"``, whose
+            generator loss has no sign and keeps this weight).
+        student_layer, teacher_layer: module names (feature kinds), ``None`` for ``"pixel_rmse"`` and
+            ``"holistic"``.
         options: keyword options of the loss function (``interpolate`` for feature_l2, ``scale`` for
-            pairwise).
+            pairwise); for ``"holistic"`` the discriminator's (``every``, ``lr``, ``betas``, ``width``; the
+            defaults are filled in).
         name: the term's name in the history (column ``train_<name>``) and in the checkpoint; default its
             kind, numbered ``<kind>_2``, ``<kind>_3`` ... when a kind repeats.
 
@@ -106,22 +141,28 @@ class DistillTerm:
                     raise ValueError(f"DistillTerm.{field} must name a module (dict(model.named_modules())) for "
                                      f"kind={self.kind!r}, got {value!r}")
         elif self.student_layer is not None or self.teacher_layer is not None:
-            raise ValueError(f"DistillTerm(kind='pixel_rmse') compares the final predictions: student_layer and "
+            raise ValueError(f"DistillTerm(kind={self.kind!r}) compares the predictions: student_layer and "
                              f"teacher_layer must be None, got {self.student_layer!r}, {self.teacher_layer!r}")
         if not isinstance(self.options, Mapping):
             raise ValueError(f"DistillTerm.options must be a dict of loss options, got {self.options!r}")
         object.__setattr__(self, "options", dict(self.options))
-        from depthlib.losses import get_loss
+        if self.kind == "holistic":
+            object.__setattr__(self, "options", _holistic_options(self.options))
+        else:
+            from depthlib.losses import get_loss
 
-        try:
-            get_loss(KINDS[self.kind], **self.options)
-        except ValueError as err:
-            raise ValueError(f"DistillTerm.options={self.options!r} (kind {self.kind!r}): {err}") from None
+            try:
+                get_loss(KINDS[self.kind], **self.options)
+            except ValueError as err:
+                raise ValueError(f"DistillTerm.options={self.options!r} (kind {self.kind!r}): {err}") from None
         if self.name is not None and (not isinstance(self.name, str) or not self.name or "." in self.name):
             raise ValueError(f"DistillTerm.name must be a non-empty string without '.', got {self.name!r}")
 
     def loss_fn(self) -> Callable[..., torch.Tensor]:
-        """The :mod:`depthlib.losses` function of this kind with ``options`` bound."""
+        """The :mod:`depthlib.losses` function of this kind with ``options`` bound (``"holistic"``:
+        :func:`holistic_generator_loss`, called with the discriminator)."""
+        if self.kind == "holistic":
+            return holistic_generator_loss
         from depthlib.losses import get_loss
 
         return get_loss(KINDS[self.kind], **self.options)
@@ -130,6 +171,89 @@ class DistillTerm:
         """Primitives only, for checkpoints (``weights_only``-loadable)."""
         return {"kind": self.kind, "weight": self.weight, "student_layer": self.student_layer,
                 "teacher_layer": self.teacher_layer, "options": _plain(self.options), "name": self.name}
+
+
+def _holistic_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``"holistic"`` term's options with the defaults filled in; ``ValueError`` naming a bad one."""
+    unknown = sorted(set(options) - set(HOLISTIC_DEFAULTS))
+    if unknown:
+        raise ValueError(f"DistillTerm.options={dict(options)!r} (kind 'holistic'): unknown option(s) {unknown}; "
+                         f"the options are {sorted(HOLISTIC_DEFAULTS)}")
+    out = {**HOLISTIC_DEFAULTS, **options}
+    for key in ("every", "width"):
+        v = out[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"DistillTerm.options['{key}'] (kind 'holistic') must be a positive int, got {v!r}")
+    lr = out["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"DistillTerm.options['lr'] (kind 'holistic') must be a positive finite number, got {lr!r}")
+    betas = out["betas"]
+    if (not isinstance(betas, (tuple, list)) or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)):
+        raise ValueError(f"DistillTerm.options['betas'] (kind 'holistic') must be a pair of numbers in [0, 1), "
+                         f"got {betas!r}")
+    out["lr"] = float(lr)
+    out["betas"] = (float(betas[0]), float(betas[1]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ holistic
+
+
+class DepthDiscriminator(nn.Module):
+    """The holistic term's discriminator: patch scores of ``(image, depth)`` pairs (Liu et al.'s conditional
+    discriminator, as a small PatchGAN).
+
+    ``n_layers`` convolutions 4x4 / stride 2 (``width``, ``2 width``, ... channels), each followed by
+    LeakyReLU(0.2), then a 3x3 convolution to one channel; every convolution is spectrally normalised
+    (``torch.nn.utils.parametrizations.spectral_norm``: one power iteration per forward in training mode, none
+    in eval mode). Input ``image (B, 3, H, W)`` and ``depth (B, 1, H, W)``, concatenated along the channels;
+    output ``(B, 1, ceil(H / 2^n_layers), ceil(W / 2^n_layers))`` unbounded scores (real high, fake low).
+    """
+
+    def __init__(self, width: int = 32, n_layers: int = 3, spectral: bool = True) -> None:
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm
+
+        norm = spectral_norm if spectral else (lambda m: m)
+        layers: list[nn.Module] = []
+        c_in = 4
+        for k in range(n_layers):
+            c_out = width * 2 ** k
+            layers += [norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        layers.append(norm(nn.Conv2d(c_in, 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        if image.dim() != 4 or depth.dim() != 4 or image.shape[1] != 3 or depth.shape[1] != 1 \
+                or image.shape[0] != depth.shape[0] or image.shape[2:] != depth.shape[2:]:
+            raise ValueError(f"DepthDiscriminator: image must be (B, 3, H, W) and depth (B, 1, H, W), got "
+                             f"{tuple(image.shape)} and {tuple(depth.shape)}")
+        return self.net(torch.cat([image.float(), depth.float()], dim=1))
+
+
+def holistic_generator_loss(discriminator: nn.Module, image: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The student's holistic term ``-D(image, fake).mean()``, with ``D`` in eval mode and its parameters frozen
+    for the call: the gradient reaches ``fake`` (B, 1, H, W) only, never ``D``'s parameters."""
+    was_training = discriminator.training
+    flags = [p.requires_grad for p in discriminator.parameters()]
+    discriminator.eval()
+    discriminator.requires_grad_(False)
+    try:
+        return -discriminator(image, fake).mean()
+    finally:
+        for p, f in zip(discriminator.parameters(), flags):
+            p.requires_grad_(f)
+        discriminator.train(was_training)
+
+
+def discriminator_hinge_loss(discriminator: nn.Module, image: torch.Tensor, real: torch.Tensor,
+                             fake: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss ``relu(1 - D(image, real)).mean() + relu(1 + D(image, fake)).mean()``;
+    ``real``, ``fake`` and ``image`` are detached here, so no gradient leaves ``D``."""
+    image, real, fake = image.detach(), real.detach(), fake.detach()
+    return F.relu(1.0 - discriminator(image, real)).mean() + F.relu(1.0 + discriminator(image, fake)).mean()
 
 
 def term_names(terms: Sequence[DistillTerm]) -> list[str]:
@@ -468,7 +592,7 @@ class Distiller:
         teacher.requires_grad_(False)
         if channels_last:  # the student's layout (TrainConfig.channels_last), for the same kernels and speed
             teacher.to(memory_format=torch.channels_last)
-        self.needs_output = any(t.kind == "pixel_rmse" for t in self.terms)
+        self.needs_output = any(t.kind in _OUTPUT_KINDS for t in self.terms)
         self.keys = (["output"] if self.needs_output else []) + [
             f"feat:{layer}" for layer in dict.fromkeys(t.teacher_layer for t in self.terms if t.teacher_layer)]
         self.fingerprint = teacher_fingerprint(teacher)
@@ -486,6 +610,21 @@ class Distiller:
         self.adapters.to(device)
         if channels_last:
             self.adapters.to(memory_format=torch.channels_last)
+        # the holistic terms' discriminators: seeded from the run's seed, the global RNG untouched
+        self.discriminators = nn.ModuleDict()
+        self.discriminator_optimizers: dict[str, torch.optim.Optimizer] = {}
+        for i, (term, name) in enumerate(zip(self.terms, self.names)):
+            if term.kind != "holistic":
+                continue
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed * 1009 + i)
+                disc = DepthDiscriminator(width=term.options["width"])
+            disc.to(device)
+            self.discriminators[name] = disc
+            self.discriminator_optimizers[name] = torch.optim.Adam(
+                disc.parameters(), lr=term.options["lr"], betas=term.options["betas"])
+        #: training iterations done (global across epochs and resumes): the holistic schedule's clock
+        self.iteration = 0
 
     # ------------------------------------------------------------------------------------------- set-up
     def _probe(self, model: nn.Module, train_data: Dataset, seed: int,
@@ -513,17 +652,17 @@ class Distiller:
                              "called in its forward pass on train_data[0]: tap modules that compute the prediction")
         s_shape, adapters = tuple(student_out.shape), nn.ModuleDict()
         for i, (term, name) in enumerate(zip(self.terms, self.names)):
-            if term.kind == "pixel_rmse":
+            if term.kind in _OUTPUT_KINDS:
                 t_shape = tuple(t_out["output"].shape)
                 if t_shape != s_shape:
                     raise ValueError(
                         f"teacher: its output {t_shape} differs from the student's {s_shape} on train_data[0] "
-                        f"(distill term {name!r}, kind 'pixel_rmse', compares them pixel for pixel): use a "
+                        f"(distill term {name!r}, kind {term.kind!r}, compares them pixel for pixel): use a "
                         "teacher that predicts at the student's output size")
                 kinds = (getattr(model, "output_kind", None), getattr(self.teacher, "output_kind", None))
                 if None not in kinds and kinds[0] != kinds[1]:
                     raise ValueError(f"teacher.output_kind={kinds[1]!r} but the student's is {kinds[0]!r}: the "
-                                     f"pixel_rmse term {name!r} compares predictions in one space")
+                                     f"{term.kind} term {name!r} compares predictions in one space")
                 continue
             s = tuple(feats[term.student_layer].shape)
             t = tuple(t_out[f"feat:{term.teacher_layer}"].shape)
@@ -634,18 +773,66 @@ class Distiller:
         """Context of the student's training forward: the student's tapped features are copied meanwhile."""
         return self._student_tap.capturing()
 
-    def loss(self, final: torch.Tensor, teacher_out: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, output: Any, teacher_out: dict[str, torch.Tensor], image: torch.Tensor | None = None, *,
+             aux_weights: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sum_k weight_k * term_k, the unweighted terms (K,) detached, float64)`` for one batch.
 
-        ``final`` is the student's final prediction ``(B, 1, H, W)``; its features were captured during the
-        forward inside :meth:`capturing`; ``teacher_out`` comes from :meth:`teacher_outputs`.
+        ``output`` is the student's whole training output (``(B, 1, H, W)`` or ``{"depth": (B, 1, H, W), "aux":
+        [(B, 1, h_i, w_i)]}``); its features were captured during the forward inside :meth:`capturing`;
+        ``teacher_out`` comes from :meth:`teacher_outputs`; ``image (B, 3, H, W)`` is the student's input (needed
+        by a ``"holistic"`` term); ``aux_weights`` is ``TrainConfig.aux_weights`` (the heads' weights of the
+        ``"pixel_rmse"`` terms, see :func:`depthlib.train._engine.head_weights`).
         """
-        feats = self._student_tap.store
+        parts, values = self.term_losses(output, teacher_out, image, aux_weights=aux_weights)
+        final, _ = _split(output)
         total = final.new_zeros((), dtype=torch.float32)
+        for term, name in zip(self.terms, self.names):
+            total = total + term.weight * parts[name]
+        return total, values
+
+    def term_losses(self, output: Any, teacher_out: dict[str, torch.Tensor], image: torch.Tensor | None = None, *,
+                    aux_weights: Sequence[float] | None = None,
+                    split_heads: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The unweighted terms of one batch: ``(parts, values)``.
+
+        ``parts`` maps each term's name to its value (a scalar tensor with gradient; arguments as :meth:`loss`).
+        With ``split_heads`` and a student with auxiliary heads, a ``"pixel_rmse"`` term is given per head
+        instead, unweighted, as ``"<name>/0"`` (final), ``"<name>/1"``, ... (aux heads upsampled to the final
+        size), for a rebalancer that weighs every head (``TrainConfig.rebalance["wrap_aux"] = False``).
+        ``values`` is ``(K,)`` float64, detached: each term as the history records it (a pixel_rmse term's heads
+        combined with the head weights).
+        """
+        from depthlib.losses import deep_supervision
+
+        from . import _engine
+
+        feats = self._student_tap.store
+        output = _engine.float_output(output)
+        final, aux = _split(output)
+        head_w = _engine.head_weights(len(aux), None if aux_weights is None else tuple(aux_weights))
+        parts: dict[str, torch.Tensor] = {}
         values = []
         for term, name, fn in zip(self.terms, self.names, self._fns):
             if term.kind == "pixel_rmse":
-                v = fn(final.float(), teacher_out["output"])
+                real = teacher_out["output"]
+                if not aux:
+                    v = fn(final, real)
+                    parts[name] = v
+                elif split_heads:
+                    heads = [fn(p if p.shape[-2:] == final.shape[-2:] else
+                                F.interpolate(p, size=final.shape[-2:], mode="bilinear", align_corners=False), real)
+                             for p in [final, *aux]]
+                    for h, hv in enumerate(heads):
+                        parts[f"{name}/{h}"] = hv
+                    v = sum(w * hv.detach() for w, hv in zip(head_w, heads))
+                else:
+                    v = deep_supervision(fn, output, real, weights=head_w)
+                    parts[name] = v
+            elif term.kind == "holistic":
+                if image is None:
+                    raise ValueError(f"Distiller.loss: the holistic term {name!r} needs the student's input image")
+                v = fn(self.discriminators[name], image, final)
+                parts[name] = v
             else:
                 s = feats[term.student_layer].float()
                 t = teacher_out[f"feat:{term.teacher_layer}"]
@@ -657,11 +844,57 @@ class Distiller:
                         s = F.interpolate(s, size=t.shape[2:], mode="bilinear", align_corners=False)
                     s = adapter(s)
                 v = fn(s, t)
-            total = total + term.weight * v
-            values.append(v.detach().double())
+                parts[name] = v
+            values.append(torch.as_tensor(v).detach().double())
         feats.clear()
-        return total, torch.stack(values)
+        return parts, torch.stack(values)
 
+    @property
+    def holistic_names(self) -> list[str]:
+        """The names of the ``"holistic"`` terms (each has a discriminator)."""
+        return list(self.discriminators.keys())
+
+    def update_discriminators(self, image: torch.Tensor, fake: torch.Tensor, teacher_out: dict[str, torch.Tensor],
+                              world_size: int = 1) -> dict[str, float]:
+        """One training iteration's discriminator updates, after the student's step; advances :attr:`iteration`.
+
+        Each holistic term's discriminator is updated (hinge loss, :func:`discriminator_hinge_loss`, its own
+        Adam step; gradients averaged over ``world_size`` DDP processes) when ``iteration % every == 0``, i.e. at
+        the global iterations ``0, every, 2 * every, ...``. ``fake`` is the student's final prediction
+        ``(B, 1, H, W)`` of this iteration (detached here), real the teacher's ``teacher_out["output"]``.
+
+        Returns:
+            ``{name: hinge loss}`` of the discriminators updated at this iteration (empty when none).
+
+        Raises:
+            FloatingPointError: a non-finite discriminator loss or gradient (no step taken).
+        """
+        done: dict[str, float] = {}
+        it = self.iteration
+        for term, name in zip(self.terms, self.names):
+            if term.kind != "holistic" or it % term.options["every"]:
+                continue
+            disc, opt = self.discriminators[name], self.discriminator_optimizers[name]
+            disc.train()
+            opt.zero_grad(set_to_none=True)
+            d_loss = discriminator_hinge_loss(disc, image, teacher_out["output"], fake.float())
+            d_loss.backward()
+            if world_size > 1:
+                for p in disc.parameters():
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad /= world_size
+            grads = [p.grad for p in disc.parameters() if p.grad is not None]
+            ok = torch.isfinite(d_loss.detach())
+            if grads:
+                ok = ok & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+            if not bool(ok):
+                raise FloatingPointError(f"the discriminator of the holistic term {name!r} got a non-finite loss "
+                                         f"({d_loss.item()}) or gradients at training iteration {it}")
+            opt.step()
+            done[name] = float(d_loss.detach())
+        self.iteration = it + 1
+        return done
     def all_reduce_adapter_grads(self, world_size: int) -> None:
         """Average the adapters' gradients over DDP processes (they are not inside the DDP-wrapped student)."""
         for p in self.adapters.parameters():
@@ -671,9 +904,21 @@ class Distiller:
 
     # ----------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """What the student's checkpoint records: ``{"terms", "names", "teacher", "adapters"}``."""
+        """What the student's checkpoint records: ``{"terms", "names", "teacher", "adapters", "discriminators",
+        "discriminator_optimizers", "iteration"}`` (the last three: the holistic terms' state, by term name)."""
         return {"terms": [t.to_dict() for t in self.terms], "names": list(self.names), "teacher": self.teacher_meta,
-                "adapters": self.adapters.state_dict()}
+                "adapters": self.adapters.state_dict(),
+                "discriminators": {k: d.state_dict() for k, d in self.discriminators.items()},
+                "discriminator_optimizers": {k: o.state_dict() for k, o in self.discriminator_optimizers.items()},
+                "iteration": self.iteration}
+
+    def state_tensors(self) -> dict[str, Any]:
+        """The learned state besides the student (adapters, discriminators, their optimisers), for finiteness
+        checks."""
+        return {"adapters": self.adapters.state_dict(),
+                "discriminators": {k: d.state_dict() for k, d in self.discriminators.items()},
+                "discriminator_optimizers": {k: o.state_dict().get("state", {})
+                                             for k, o in self.discriminator_optimizers.items()}}
 
     def load_state_dict(self, saved: dict[str, Any], source: str) -> None:
         """Check that ``saved`` (a checkpoint's ``"distill"``) was written for these terms and this teacher,
@@ -685,6 +930,20 @@ class Distiller:
         if bad:
             raise ValueError(f"{source}: the distillation adapters do not match ({', '.join(bad)})")
         self.adapters.load_state_dict(state)
+        discs = saved.get("discriminators", {})
+        if sorted(discs) != sorted(self.discriminators.keys()):
+            raise ValueError(f"{source}: holds discriminators {sorted(discs)}, this run's holistic terms are "
+                             f"{sorted(self.discriminators.keys())}")
+        for name, disc in self.discriminators.items():
+            disc.load_state_dict(discs[name])
+            self.discriminator_optimizers[name].load_state_dict(saved["discriminator_optimizers"][name])
+        self.iteration = int(saved.get("iteration", 0))
+
+
+def _split(output: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    from . import _engine
+
+    return _engine.split_output(output)
 
 
 def _teacher_meta(teacher: nn.Module, fingerprint: str) -> dict[str, Any]:

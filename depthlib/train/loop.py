@@ -38,6 +38,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .distill import DistillTerm, Distiller, IndexedDataset, TeacherCache, check_arguments, check_resume
 from .distributed import DistContext, setup_distributed, teardown_distributed
+from .rebalance import Rebalancing
 
 __all__ = ["fit", "evaluate", "NonFiniteLossError"]
 
@@ -106,7 +107,8 @@ def fit(
 
     Distillation (issue 12): with a ``teacher`` and ``distill`` terms (:class:`depthlib.train.DistillTerm`:
     zhang2021's feature L2 at a layer pair with a learned 1x1 adapter where channel counts differ, yucel2021's
-    pixel-wise RMSE and pair-wise affinity terms) the objective is ``config.loss + sum_k weight_k * term_k``.
+    pixel-wise RMSE on every prediction head and pair-wise affinity terms, Liu et al.'s holistic adversarial term)
+    the objective is ``config.loss + sum_k weight_k * term_k``.
     The teacher is frozen **in place** (``eval()``, ``requires_grad_(False)``; it stays frozen after ``fit``),
     runs once per batch under ``torch.no_grad()`` on the student's input and never receives gradients; with a
     ``teacher_cache`` (:class:`depthlib.train.TeacherCache`, refused on randomly augmented data) its outputs
@@ -116,7 +118,21 @@ def fit(
     student and the adapters (``ckpt["model"]`` is the student's state dict alone, so ``load_checkpoint``
     loads it for deployment; ``ckpt["distill"]`` holds the terms, the adapters and the teacher's identity,
     not its weights); resume checks the terms and the teacher's weights hash and continues bit-identically.
-    The history gains one column ``train_<term name>`` per term (unweighted, averaged over the samples).
+    The history gains one column ``train_<term name>`` per term (unweighted, averaged over the samples; a
+    ``pixel_rmse`` term's heads combined with the head weights) and, per ``"holistic"`` term, ``train_<name>_d``
+    (its discriminator's hinge loss, averaged over the epoch's iterations that updated it; NaN when none did).
+    A holistic term's discriminator, its Adam state and the global iteration counter are in ``ckpt["distill"]``.
+
+    Loss rebalancing (``config.rebalance``, see :class:`~depthlib.train.TrainConfig`): the supervised loss
+    (``"loss"``, or ``"loss/0"``, ``"loss/1"``, ... per head with ``wrap_aux=False``) and every non-holistic
+    distillation term are weighted by a :class:`depthlib.losses.MultiLossRebalancer` (its weights replace
+    ``DistillTerm.weight``; holistic terms keep theirs): the objective is ``sum_i w_i L_i (+ holistic terms)``,
+    the weights updated ``per_epoch`` times an epoch from the mean losses since the last update. The
+    rebalancer's state is checkpointed (``ckpt["rebalance"]``; resume is bit-identical). Recorded: the history's
+    ``w_<term>`` columns (the weights at the end of each epoch), ``out_dir/rebalance.csv`` and the returned
+    DataFrame's ``df.attrs["rebalance"]``, both a DataFrame with one row per rebalance: ``epoch`` (float, epochs
+    completed: 0.2, 0.4, ... with 5 per epoch), ``lam``, ``w_<term>`` (after the update), ``loss_<term>`` (the
+    period's mean).
 
     Distributed: inside an initialised process group or a ``torchrun`` launch the model is wrapped in
     ``DistributedDataParallel``, each process loads ``config.batch_size / world_size`` samples per step,
@@ -142,7 +158,10 @@ def fit(
         DataFrame with columns ``epoch`` (1-based), ``lr`` (used during the epoch), ``train_loss`` (the
         optimised objective, heads weighted, averaged over the epoch's samples), ``val_<metric>`` for every metric of :func:`evaluate` (when
         ``val_data`` is given), ``images_per_s`` (training images per second, all processes) and
-        ``time_s`` (epoch wall time, validation included).
+        ``time_s`` (epoch wall time, validation included); with distillation ``train_<term>`` (and
+        ``train_<holistic>_d``), with rebalancing ``w_<term>`` and ``df.attrs["rebalance"]``. A resumed run whose
+        checkpoint has all ``config.epochs`` done restores the model (its final weights) and returns the saved
+        history without training.
 
     Raises:
         NonFiniteLossError: a NaN or infinite loss; names the epoch, batch and sample paths and leaves
@@ -252,6 +271,11 @@ def _fit(
             f"per process with drop_last={cfg.drop_last}"
         )
 
+    rebalancing = None
+    if cfg.rebalance is not None:
+        rebalancing = Rebalancing(cfg.rebalance, [] if distiller is None else
+                                  [(n, t.kind) for n, t in zip(distiller.names, distiller.terms)], len(loader))
+
     ckpt_path = pathlib.Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if ckpt_path is not None and ctx.is_main:
         for tmp in remove_stale_temporaries(ckpt_path):
@@ -261,7 +285,7 @@ def _fit(
     if resume and ckpt_path is not None and ckpt_path.is_file():
         # Restored last: nothing between here and the first batch may consume a random number.
         start_epoch, history = _restore(ckpt_path, cfg, ctx, model, optimizer, scheduler, scaler, loader_gen, data_fp,
-                                        distiller)
+                                        distiller, rebalancing)
 
     net: nn.Module = model
     if ctx.enabled:
@@ -276,12 +300,14 @@ def _fit(
         lr = optimizer.param_groups[0]["lr"]
         train_loss, n_images, train_time, terms_mean = _train_epoch(
             net, loader, optimizer, scaler, loss_fn, keys, cfg, ctx, device, epoch, disable, ckpt_path, len(history),
-            speed, distiller,
+            speed, distiller, rebalancing,
         )
         _check_finite_state(model, optimizer, epoch, ckpt_path, len(history), ctx, device,
-                            distiller.adapters.state_dict() if distiller is not None else None)
+                            distiller.state_tensors() if distiller is not None else None)
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": float(lr), "train_loss": train_loss}
         row.update({f"train_{name}": v for name, v in terms_mean.items()})
+        if rebalancing is not None:
+            row.update({f"w_{name}": w for name, w in rebalancing.weights().items()})
         if val_data is not None:
             metrics = None
             if ctx.is_main:
@@ -318,10 +344,17 @@ def _fit(
                 }
                 if distiller is not None:
                     ckpt["distill"] = distiller.state_dict()
+                if rebalancing is not None:
+                    ckpt["rebalance"] = rebalancing.state_dict()
                 save_atomic(ckpt, ckpt_path)
                 _write_csv(pd.DataFrame(history), ckpt_path.parent / "history.csv")
+                if rebalancing is not None:
+                    _write_csv(rebalancing.history_frame(), ckpt_path.parent / "rebalance.csv")
         ctx.barrier()  # no rank starts an epoch that a crash of rank 0's checkpoint write would orphan
-    return pd.DataFrame(history)
+    df = pd.DataFrame(history)
+    if rebalancing is not None:
+        df.attrs["rebalance"] = rebalancing.history_frame()
+    return df
 
 
 def _train_epoch(
@@ -340,9 +373,11 @@ def _train_epoch(
     last_good_epoch: int,
     speed: _engine.Speed | None = None,
     distiller: Distiller | None = None,
+    rebalancing: Rebalancing | None = None,
 ) -> tuple[float, int, float, dict[str, float]]:
     """One pass over ``loader``; returns (mean loss over all processes' samples, images, seconds, the mean of
-    each distillation term by name)."""
+    each distillation term by name and, as ``<name>_d``, of each holistic term's discriminator loss over the
+    iterations that updated it)."""
     net.train()
     params = [p for p in net.parameters() if p.requires_grad]
     if distiller is not None:
@@ -350,6 +385,11 @@ def _train_epoch(
         term_sums = torch.zeros(len(distiller.terms), dtype=torch.float64, device=device)
     # delta1 of raw relative-depth predictions means nothing: the bar shows it for metric models only.
     metric_output = getattr(_unwrap(net), "output_kind", "metric") == "metric"
+    split = rebalancing is not None and rebalancing.split
+    holistic = distiller.holistic_names if distiller is not None else []
+    holistic_w = {n: t.weight for n, t in zip(distiller.names, distiller.terms)} if distiller is not None else {}
+    d_sums = {n: 0.0 for n in holistic}
+    d_counts = {n: 0 for n in holistic}
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     t0 = time.perf_counter()
@@ -363,15 +403,28 @@ def _train_epoch(
                 # bf16 forward on the CPU; the loss (and its backward's first steps) in float32
                 with speed.autocast():
                     output = speed.forward(net, image)
-                loss, final = _engine.compute_loss(_engine.float_output(output), targets, loss_fn, cfg.aux_weights)
+                loss, final, heads = _supervised(_engine.float_output(output), targets, loss_fn, cfg, split)
             else:
                 with _engine.autocast(device, cfg.amp):
                     output = speed.forward(net, image) if speed is not None else net(image)
-                    loss, final = _engine.compute_loss(output, targets, loss_fn, cfg.aux_weights)
-        if distiller is not None:
-            distill_loss, term_values = distiller.loss(final, teacher_out)  # float32, outside autocast
-            loss = loss + distill_loss
-            term_sums += term_values * image.shape[0]
+                    loss, final, heads = _supervised(output, targets, loss_fn, cfg, split)
+        if rebalancing is None:
+            if distiller is not None:  # float32, outside autocast; pixel_rmse on every head
+                distill_loss, term_values = distiller.loss(output, teacher_out, image, aux_weights=cfg.aux_weights)
+                loss = loss + distill_loss
+                term_sums += term_values * image.shape[0]
+        else:
+            rebalancing.ensure(len(_engine.split_output(output)[1]))
+            parts = {"loss": loss} if heads is None else {f"loss/{h}": v for h, v in enumerate(heads)}
+            dparts: dict[str, torch.Tensor] = {}
+            if distiller is not None:
+                dparts, term_values = distiller.term_losses(output, teacher_out, image, aux_weights=cfg.aux_weights,
+                                                            split_heads=split)
+                parts.update(dparts)
+                term_sums += term_values * image.shape[0]
+            loss = rebalancing.objective(parts)
+            for name in holistic:  # not rebalanced: the generator loss has no sign
+                loss = loss + holistic_w[name] * dparts[name]
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -386,6 +439,23 @@ def _train_epoch(
             scaler.update()
         else:
             optimizer.step()
+        if rebalancing is not None:
+            names = rebalancing.rebalancer.names  # type: ignore[union-attr]
+            vals = torch.stack([parts[k].detach().double() for k in names])
+            if ctx.enabled:  # every rank rebalances with the global means, so the weights stay equal
+                torch.distributed.all_reduce(vals)
+                vals /= ctx.world_size
+            rebalancing.after_batch(dict(zip(names, vals.tolist())), i + 1, epoch)
+        if distiller is not None:
+            try:
+                d_losses = distiller.update_discriminators(image, final.detach(), teacher_out, ctx.world_size)
+            except FloatingPointError as err:
+                paths = list(batch["path"]) if isinstance(batch.get("path"), (list, tuple)) else None
+                raise NonFiniteLossError(f"training stopped at epoch {epoch + 1}, batch {i}: {err}", epoch=epoch + 1,
+                                         batch=i, paths=paths) from None
+            for name, v in d_losses.items():
+                d_sums[name] += v
+                d_counts[name] += 1
         bs = image.shape[0]
         loss_sum += loss.detach().double() * bs
         count += bs
@@ -410,7 +480,19 @@ def _train_epoch(
     elapsed = time.perf_counter() - t0
     names = distiller.names if distiller is not None else []
     terms_mean = {n: float(v) / total for n, v in zip(names, term_sums.tolist())}
+    terms_mean.update({f"{n}_d": d_sums[n] / d_counts[n] if d_counts[n] else math.nan for n in holistic})
     return float(loss_sum.item() / total), total, elapsed, terms_mean
+
+
+def _supervised(output: Any, targets: tuple[Any, ...], loss_fn: _engine.LossFn, cfg: TrainConfig,
+                split: bool) -> tuple[torch.Tensor | None, torch.Tensor, list[torch.Tensor] | None]:
+    """``(weighted loss over the heads, final (B, 1, H, W), None)``, or with ``split`` (rebalancing every head)
+    and auxiliary heads ``(None, final, [loss per head, unweighted])``."""
+    if split and _engine.split_output(output)[1]:
+        heads, final = _engine.head_losses(output, targets, loss_fn)
+        return None, final, heads
+    loss, final = _engine.compute_loss(output, targets, loss_fn, cfg.aux_weights)
+    return loss, final, None
 
 
 def _check_finite(
@@ -497,6 +579,7 @@ def _restore(
     loader_gen: torch.Generator,
     data_fp: dict[str, Any],
     distiller: Distiller | None = None,
+    rebalancing: Rebalancing | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     ckpt = load_checkpoint(path)
     if ckpt.get("format") is None:
@@ -520,6 +603,8 @@ def _restore(
     model.load_state_dict(ckpt["model"])
     if distiller is not None:
         distiller.load_state_dict(ckpt["distill"], f"checkpoint {path}")
+    if rebalancing is not None:
+        rebalancing.load_state_dict(ckpt.get("rebalance"), f"checkpoint {path}")
     optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -580,7 +665,7 @@ def _check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, epoc
     written then would hold a model that predicts NaN in ``eval()`` mode.
     """
     bad = nonfinite_entries(model.state_dict())
-    bad += [f"distill.adapters.{k}" for k in nonfinite_entries(extra or {})]
+    bad += [f"distill.{k}" for k in nonfinite_entries(extra or {})]
     bad += [f"optimizer.{k}" for k in nonfinite_entries(optimizer.state_dict().get("state", {}))]
     if ctx.enabled:  # every rank stops together (ranks' BatchNorm buffers may differ)
         ok = torch.tensor(0 if bad else 1, dtype=torch.int32, device=device)
