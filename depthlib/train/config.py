@@ -46,6 +46,9 @@ class TrainConfig:
         loss: a name for :func:`depthlib.losses.get_loss` or a callable
             ``loss(pred, *targets) -> scalar tensor``.
         loss_kwargs: keyword arguments for ``get_loss`` (ignored for a callable).
+        loss_weight: factor on the supervised loss in the objective (every head; with ``rebalance`` the
+            rebalancer's weight applies on top). ``0`` trains on the distillation terms alone (yucel2021 Table 5's
+            "PI-only"); the history's ``train_loss`` is the optimised objective either way.
         target_keys: batch keys passed to the loss after the prediction; ``None`` picks them from
             the loss's kind: ``("depth", "mask")`` for dense losses, ``("pairs", "relation")`` for
             DIW's ordinal ones.
@@ -129,6 +132,7 @@ class TrainConfig:
     power: float = 0.9
     loss: str | Callable[..., Any] = "l1"
     loss_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    loss_weight: float = 1.0
     target_keys: tuple[str, ...] | None = None
     aux_weights: tuple[float, ...] | None = None
     seed: int = 0
@@ -181,6 +185,7 @@ class TrainConfig:
         _choice(self, "optimizer", _OPTIMIZERS)
         _positive_float(self, "lr")
         _nonnegative_float(self, "momentum")
+        _nonnegative_float(self, "loss_weight")
         _nonnegative_float(self, "weight_decay")
         betas = self.betas
         if (not isinstance(betas, (tuple, list)) or len(betas) != 2

@@ -490,8 +490,12 @@ def _supervised(output: Any, targets: tuple[Any, ...], loss_fn: _engine.LossFn, 
     and auxiliary heads ``(None, final, [loss per head, unweighted])``."""
     if split and _engine.split_output(output)[1]:
         heads, final = _engine.head_losses(output, targets, loss_fn)
+        if cfg.loss_weight != 1.0:
+            heads = [cfg.loss_weight * h for h in heads]
         return None, final, heads
     loss, final = _engine.compute_loss(output, targets, loss_fn, cfg.aux_weights)
+    if cfg.loss_weight != 1.0:
+        loss = cfg.loss_weight * loss
     return loss, final, None
 
 

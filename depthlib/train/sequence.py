@@ -104,10 +104,11 @@ def fit_sequence(
         if st.name in seen:
             raise ValueError(f"fit_sequence: stage name {st.name!r} repeats (stage {k}); stage names must differ")
         seen.add(st.name)
-        if not isinstance(st.train_data, Dataset):
-            raise ValueError(f"fit_sequence: stage {st.name!r}: train_data must be a torch Dataset, got "
+        if not isinstance(st.train_data, (Dataset, list, tuple)):
+            raise ValueError(f"fit_sequence: stage {st.name!r}: train_data must be a torch Dataset (or a list of "
+                             f"sample dicts, as the chapters hold small sets in memory), got "
                              f"{type(st.train_data).__name__}")
-        if st.val_data is not None and not isinstance(st.val_data, Dataset):
+        if st.val_data is not None and not isinstance(st.val_data, (Dataset, list, tuple)):
             raise ValueError(f"fit_sequence: stage {st.name!r}: val_data must be None or a torch Dataset, got "
                              f"{type(st.val_data).__name__}")
         if not isinstance(st.config, TrainConfig):
