@@ -31,6 +31,9 @@ _DATASETS = {
     "nyu_labeled": ("nyu_labeled", "nyu_depth_v2_labeled.mat (+ splits.mat beside it)"),
 }
 
+# data_roots keys (chapter 11's sets) -> their download manifests
+_ROOT_MANIFESTS = {"diw": "diw", "redweb": "redweb", "mc": "mannequin", "nyu": "nyudepthv2"}
+
 
 def _dataset_rows(chapter: str, values: dict[str, Any], root: pathlib.Path) -> list[dict[str, Any]]:
     rows = []
@@ -50,6 +53,12 @@ def _dataset_rows(chapter: str, values: dict[str, Any], root: pathlib.Path) -> l
         rows.append({"chapter": chapter, "kind": "dataset", "need": f"{kind}: {what}", "where": str(path),
                      "required": True, "present": path.exists(),
                      "get": f"depthlib download {manifest} --root {path.parent}" + (f"  ({url})" if url else "")})
+    for kind, rel in (values.get("data_roots") or {}).items():  # chapter 11: {diw, redweb, mc, nyu: root}
+        manifest = _ROOT_MANIFESTS.get(kind, kind)
+        path = root / str(rel)
+        rows.append({"chapter": chapter, "kind": "dataset", "need": f"{kind}: data/README.md", "where": str(path),
+                     "required": True, "present": path.exists(),
+                     "get": f"depthlib download {manifest} --root {path.parent}"})
     if values.get("data") == "auto":
         found = _paths.find_nyu_data()
         rows.append({"chapter": chapter, "kind": "dataset", "need": "nyu_data: DenseDepth's NYU test pairs",
