@@ -40,7 +40,8 @@ def _check_sample(s: dict, h: int, w: int) -> None:
 
 
 def test_list_datasets_names_all_kinds():
-    assert set(list_datasets()) == {"nyu_h5", "nyu_labeled", "nyu_png", "kitti", "diw", "mai2021", "synth"}
+    assert set(list_datasets()) == {"nyu_h5", "nyu_labeled", "nyu_png", "kitti", "diw", "mai2021", "synth", "redweb",
+                                   "mannequin"}
 
 
 def test_unknown_kind_and_option_are_named():
@@ -50,7 +51,7 @@ def test_unknown_kind_and_option_are_named():
         open_dataset("mai2021", ".", bogus=1)
 
 
-@pytest.mark.parametrize("kind", ["nyu_h5", "nyu_labeled", "nyu_png", "kitti", "diw", "mai2021"])
+@pytest.mark.parametrize("kind", ["nyu_h5", "nyu_labeled", "nyu_png", "kitti", "diw", "mai2021", "redweb", "mannequin"])
 def test_missing_root_names_it(kind, tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match="nowhere"):

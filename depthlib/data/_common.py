@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["DataFormatError", "DepthDataset", "read_rgb", "read_depth_png", "read_text", "make_sample", "nan_intrinsics"]
+__all__ = ["DataFormatError", "DepthDataset", "read_rgb", "read_depth_png", "read_text", "make_sample", "nan_intrinsics",
+           "check_ordinal"]
 
 
 class DataFormatError(ValueError):
@@ -161,6 +162,49 @@ def make_sample(
         "path": str(path),
         "intrinsics": torch.as_tensor(intrinsics, dtype=torch.float32).clone(),
     }
+
+
+def check_ordinal(sample: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check the ordinal keys of a sample and return it unchanged.
+
+    ``sample["pairs"]`` must be a long ``(K, 4)`` tensor ``[yA, xA, yB, xB]`` with every point inside the
+    ``H x W`` of ``sample["image"]`` (``(3, H, W)``), and ``sample["relation"]`` a long ``(K,)`` tensor with values
+    in {-1, 0, +1} (``+1``: A farther, see :func:`depthlib.metrics.relation_from_depth`). The DIW and ReDWeb
+    readers, the procedural stand-ins of :mod:`depthlib.data.relative` and the ordinal training code call it, so
+    a bad annotation stops a run where it is read, naming its source.
+
+    Args:
+        sample: a sample dict with ``image``, ``pairs`` and ``relation``.
+        where: the source named in errors (a file path or a dataset name).
+
+    Raises:
+        DataFormatError: missing keys, wrong dtype or shape, a point outside the image (the message names the
+            pair index, its coordinates and the image size) or a relation outside {-1, 0, +1} (it names the value).
+    """
+    missing = [k for k in ("image", "pairs", "relation") if k not in sample]
+    if missing:
+        raise DataFormatError(f"{where}: an ordinal sample needs {missing} (has {sorted(sample)})")
+    pairs, relation = sample["pairs"], sample["relation"]
+    h, w = (int(v) for v in sample["image"].shape[-2:])
+    if not isinstance(pairs, torch.Tensor) or pairs.dtype != torch.long or pairs.dim() != 2 or pairs.shape[1] != 4:
+        got = f"{pairs.dtype} {tuple(pairs.shape)}" if isinstance(pairs, torch.Tensor) else type(pairs).__name__
+        raise DataFormatError(f"{where}: pairs must be a long (K, 4) tensor [yA, xA, yB, xB], got {got}")
+    if (not isinstance(relation, torch.Tensor) or relation.dtype != torch.long
+            or tuple(relation.shape) != (pairs.shape[0],)):
+        got = f"{relation.dtype} {tuple(relation.shape)}" if isinstance(relation, torch.Tensor) else type(relation).__name__
+        raise DataFormatError(f"{where}: relation must be a long ({pairs.shape[0]},) tensor (one per pair), got {got}")
+    ys, xs = pairs[:, 0::2], pairs[:, 1::2]
+    outside = ((ys < 0) | (ys >= h) | (xs < 0) | (xs >= w)).any(dim=1)
+    if bool(outside.any()):
+        k = int(outside.nonzero()[0, 0])
+        raise DataFormatError(f"{where}: pair {k} [yA, xA, yB, xB] = {pairs[k].tolist()} lies outside the "
+                              f"{h}x{w} image ({int(outside.sum())} of {pairs.shape[0]} pairs outside; 0-based pixels)")
+    bad = (relation != 1) & (relation != 0) & (relation != -1)
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0, 0])
+        raise DataFormatError(f"{where}: relation[{k}] = {int(relation[k])} is not -1, 0 or +1 "
+                              "(+1: A farther, -1: A closer, 0: equal)")
+    return sample
 
 
 def check_root(root: PathLike | None, kind: str, hint: str) -> pathlib.Path:

@@ -19,7 +19,7 @@ import tempfile
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["TRAIN_SETS", "chapter_data", "synth_mai2021_root"]
+__all__ = ["TRAIN_SETS", "chapter_data", "synth_mai2021_root", "RELATIVE_SETS", "relative_chapter_data"]
 
 #: ``cache(key, spec, fn)``: returns ``fn()``, possibly stored under ``(key, spec)``.
 Cache = Callable[[str, Any, Callable[[], Any]], Any]
@@ -205,3 +205,132 @@ def chapter_data(train: str, *, size: Sequence[int], n_train: int, n_val: int, s
             "nyu": len(evaluations["nyu"]) if "nyu" in evaluations else 0}
     return {"train": train_set, "evaluations": evaluations, "primary": primary, "describe": ", ".join(parts),
             "spec": spec}
+
+
+#: Training sets of the ordinal-depth chapter (Yucel et al., CVPRW 2021): :func:`relative_chapter_data`.
+RELATIVE_SETS = {
+    "nyu": "NYU Depth v2 (metric): FastDepth's h5 tree (real) or synth indoor frames (stand-in)",
+    "diw": "Depth in the Wild, one ordinal pair per image (real) or its synth stand-in",
+    "redweb": "ReDWeb_V1 relative disparity + 3000 sampled pairs per image (real) or its synth stand-in",
+    "mc": "Mannequin Challenge, MVS depth up to scale (real: user-reconstructed) or its synth stand-in",
+}
+#: The evaluation sets of the chapter: RMSE on NYU, WHDR on DIW, si-RMSE on MC (Yucel et al., Table 3).
+RELATIVE_EVALUATIONS = ("nyu", "diw", "mc")
+
+
+def _materialize_all(dataset: Dataset) -> list[dict[str, Any]]:
+    """Every sample of a small dataset, read once, with all its keys (pairs, relative disparity, ...)."""
+    return [dict(dataset[i]) for i in range(len(dataset))]
+
+
+def relative_chapter_data(train_sets: Sequence[str], *, size: Sequence[int], n_train: int, n_test: int,
+                          seed: int = 0, roots: dict[str, Any] | None = None, nyu_root: Any = None,
+                          cache: Cache | None = None) -> dict[str, Any]:
+    """The training sets and evaluation sets of the ordinal-depth chapter (Yucel et al., CVPRW 2021).
+
+    Args:
+        train_sets: names from :data:`RELATIVE_SETS` (``"nyu"``, ``"diw"``, ``"redweb"``, ``"mc"``), in training
+            order (the paper's baseline trains MC -> ReDWeb -> DIW sequentially).
+        size: ``(H, W)`` of every returned image, in pixels.
+        n_train, n_test: samples per training set and per evaluation set; ``0`` means the whole split (real
+            data only; the stand-ins need a count >= 1).
+        seed: the data seed of the stand-ins (the data stays fixed while the runs' seeds vary).
+        roots: ``None``: the procedural stand-ins of :func:`depthlib.data.relative.relative_standin` (quick
+            profile). Else the real data (paper profile): ``{"nyu": FastDepth's h5 tree, "diw": the DIW
+            release, "redweb": ReDWeb_V1, "mc": the reconstructed Mannequin Challenge tree}``; every training
+            set must have its root, and the evaluations are those of ``"nyu"`` (h5 ``val``), ``"diw"``
+            (``test``) and ``"mc"`` (``test``) whose root is given. NYU goes through FastDepth's transforms
+            (``fastdepth_train_transform`` / ``fastdepth_val_transform``), the others through a plain resize
+            to ``size`` (:func:`~depthlib.data.transforms.diw_transform`, which moves the pairs with the image).
+        nyu_root: DenseDepth's ``nyu_data`` folder (the real NYU test pairs) or ``None``; when given, its test
+            split is added as the evaluation ``"nyu_real"`` through FastDepth's validation transform, as in
+            :func:`chapter_data`.
+        cache: ``cache(key, spec, fn) -> value`` storing the rendered stand-ins (the book passes
+            :func:`depthlib.book.cached`).
+
+    Returns:
+        ``{"train": {name: Dataset or list of samples, in training order}, "evaluations": {"nyu": ..., "diw":
+        ..., "mc": ... [, "nyu_real": ...]}, "describe": one line (what is trained and evaluated on, sizes, data
+        seed), "spec": JSON-able dict for cache keys}``. Stand-ins and small real sets (<= :data:`IN_MEMORY`
+        samples) are held in memory; larger real sets are read lazily.
+
+    Raises:
+        ValueError: an unknown or repeated name in ``train_sets`` (naming it and the valid names), an empty
+            ``train_sets``, an unknown key of ``roots`` or a training set without its root.
+        FileNotFoundError: a missing root (from :func:`open_dataset`, saying how to get the data).
+    """
+    from depthlib.data import open_dataset
+    from depthlib.data.transforms import diw_transform, fastdepth_train_transform, fastdepth_val_transform
+
+    from .relative import relative_standin
+
+    if isinstance(train_sets, str):
+        train_sets = [train_sets]
+    train_sets = list(train_sets)
+    for name in train_sets:
+        if name not in RELATIVE_SETS:
+            raise ValueError(f"relative_chapter_data: unknown training set {name!r}; valid names: {list(RELATIVE_SETS)}")
+    if not train_sets:
+        raise ValueError(f"relative_chapter_data: train_sets is empty; name some of {list(RELATIVE_SETS)}")
+    if len(set(train_sets)) != len(train_sets):
+        raise ValueError(f"relative_chapter_data: train_sets={train_sets} names a set twice")
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if roots is None else 0):
+            raise ValueError(f"relative_chapter_data: {name}={value!r} must be an int >= "
+                             + ("1 for the stand-ins" if roots is None else "0 (0: the whole split)"))
+    size = (int(size[0]), int(size[1]))
+    at = f"@{size[0]}x{size[1]}"
+    train: dict[str, Any] = {}
+    evaluations: dict[str, Any] = {}
+
+    def head(ds: Dataset, n: int) -> Dataset:
+        return torch.utils.data.Subset(ds, range(min(n, len(ds)))) if n else ds
+
+    def hold(ds: Dataset) -> Any:
+        return _materialize_all(ds) if len(ds) <= IN_MEMORY else ds
+
+    if roots is None:
+        for name in train_sets:
+            train[name] = relative_standin(name, split="train", n=n_train, size=size, seed=seed, cache=cache)
+        for name in RELATIVE_EVALUATIONS:
+            evaluations[name] = relative_standin(name, split="test", n=n_test, size=size, seed=seed, cache=cache)
+        kind = "stand-in"
+        describe = (f"train: {' -> '.join(f'{n} stand-in {len(train[n])}' for n in train_sets)} {at} "
+                    f"(synth, data seed {seed}); eval: "
+                    + ", ".join(f"{n} stand-in {len(evaluations[n])}" for n in RELATIVE_EVALUATIONS))
+    else:
+        unknown = sorted(set(roots) - set(RELATIVE_SETS))
+        if unknown:
+            raise ValueError(f"relative_chapter_data: roots has unknown keys {unknown}; valid names: {list(RELATIVE_SETS)}")
+        missing = [n for n in train_sets if roots.get(n) is None]
+        if missing:
+            raise ValueError(f"relative_chapter_data: no root for the training sets {missing} "
+                             f"(roots={ {k: str(v) for k, v in roots.items()} })")
+        resize = diw_transform(size)
+        readers = {"nyu": ("nyu_h5", "train", "val"), "diw": ("diw", "train", "test"),
+                   "redweb": ("redweb", "train", None), "mc": ("mannequin", "train", "test")}
+        for name in train_sets:
+            kind_name, split, _ = readers[name]
+            transform = fastdepth_train_transform(size) if name == "nyu" else resize
+            train[name] = hold(head(open_dataset(kind_name, roots[name], split=split, transform=transform), n_train))
+        for name in RELATIVE_EVALUATIONS:
+            if roots.get(name) is None:
+                continue
+            kind_name, _, split = readers[name]
+            transform = fastdepth_val_transform(size) if name == "nyu" else resize
+            evaluations[name] = hold(head(open_dataset(kind_name, roots[name], split=split, transform=transform),
+                                          n_test))
+        kind = "real"
+        absent = [n for n in RELATIVE_EVALUATIONS if n not in evaluations]
+        describe = (f"train: {' -> '.join(f'{n} {len(train[n])}' for n in train_sets)} {at}; eval: "
+                    + ", ".join(f"{n} {len(evaluations[n])}" for n in evaluations)
+                    + (f" (no root for {absent})" if absent else ""))
+    if nyu_root is not None:
+        evaluations["nyu_real"] = _materialize_all(open_dataset("nyu_png", nyu_root, split="test",
+                                                                transform=fastdepth_val_transform(size)))
+        describe += f", NYU test {len(evaluations['nyu_real'])} real pairs"
+    spec = {"train_sets": train_sets, "data": kind, "size": list(size), "n_train": int(n_train),
+            "n_test": int(n_test), "seed": int(seed),
+            "roots": None if roots is None else {k: str(v) for k, v in sorted(roots.items()) if v is not None},
+            "nyu_real": len(evaluations["nyu_real"]) if "nyu_real" in evaluations else 0}
+    return {"train": train, "evaluations": evaluations, "describe": describe, "spec": spec}

@@ -24,8 +24,8 @@ from typing import Any, Callable
 
 import torch
 
-from ._common import DataFormatError, DepthDataset, check_root, check_split, filter_missing, nan_intrinsics, \
-    read_rgb, read_text
+from ._common import DataFormatError, DepthDataset, check_ordinal, check_root, check_split, filter_missing, \
+    nan_intrinsics, read_rgb, read_text
 
 __all__ = ["DIW", "read_diw_csv"]
 
@@ -102,7 +102,7 @@ class DIW(DepthDataset):
 
         pairs = torch.tensor([[scale(y_a, height, h), scale(x_a, width, w), scale(y_b, height, h),
                                scale(x_b, width, w)]], dtype=torch.long)
-        return {
+        return check_ordinal({
             "image": image,
             "depth": torch.zeros(1, h, w),
             "mask": torch.zeros(1, h, w, dtype=torch.bool),
@@ -110,4 +110,4 @@ class DIW(DepthDataset):
             "intrinsics": nan_intrinsics(),
             "pairs": pairs,
             "relation": torch.tensor([relation], dtype=torch.long),
-        }
+        }, str(path))

@@ -114,7 +114,8 @@ class Resize:
 
 
 def resize_sample(sample: Sample, nh: int, nw: int) -> Sample:
-    """Resize every spatial entry of ``sample`` to ``(nh, nw)`` (see :class:`Resize`)."""
+    """Resize every spatial entry of ``sample`` to ``(nh, nw)`` (see :class:`Resize`; ReDWeb's ``relative`` and
+    ``relative_mask`` go nearest, like depth and mask)."""
     h, w = _hw(sample)
     if (nh, nw) == (h, w):
         return sample
@@ -125,6 +126,11 @@ def resize_sample(sample: Sample, nh: int, nw: int) -> Sample:
     if "mask" in sample:  # interpolation kernels take no bool: resample as uint8
         out["mask"] = TF.resize(sample["mask"].to(torch.uint8), [nh, nw],
                                 interpolation=InterpolationMode.NEAREST_EXACT).bool()
+    if "relative" in sample:  # ReDWeb's relative disparity: nearest, like depth
+        out["relative"] = TF.resize(sample["relative"], [nh, nw], interpolation=InterpolationMode.NEAREST_EXACT)
+    if "relative_mask" in sample:
+        out["relative_mask"] = TF.resize(sample["relative_mask"].to(torch.uint8), [nh, nw],
+                                         interpolation=InterpolationMode.NEAREST_EXACT).bool()
     sy, sx = nh / h, nw / w
     if "intrinsics" in sample:
         fx, fy, cx, cy = sample["intrinsics"].unbind(-1)
