@@ -131,8 +131,8 @@ def ordinal_run(*, model: str, seed: int, sequence: Sequence[str], datasets: Map
 
     Returns:
         ``{"params": int (without the intermediate heads), "train_time_s", "train_loss" (last epoch of the last
-        stage), "<set>_<metric>"... from :func:`relative_metrics`, "history": DataFrame (a ``stage`` column),
-        "rebalance": DataFrame (with ``rebalance``), "state_dict" (with ``keep_state``)}``.
+        stage), "<set>_<metric>"... from :func:`relative_metrics`, "history": DataFrame (a ``stage`` column), "rebalance_history": DataFrame
+        (one row per rebalance, with ``rebalance``), "state_dict" (with ``keep_state``)}``.
 
     Raises:
         ValueError: before any training, naming the value: an unknown dataset in ``sequence`` (the message lists
@@ -185,5 +185,5 @@ def ordinal_run(*, model: str, seed: int, sequence: Sequence[str], datasets: Map
     out["history"] = history
     reb = history.attrs.get("rebalance") if hasattr(history, "attrs") else None
     if isinstance(reb, pd.DataFrame) and len(reb):
-        out["rebalance"] = reb
+        out["rebalance_history"] = reb
     return out
