@@ -590,10 +590,14 @@ def test_rebalancing_with_negative_weights_names_the_value():
 
 
 def test_unknown_dataset_kind_lists_the_kinds():
-    """Issue 14 (a dataset sequence naming an unknown dataset; the sequence does not exist yet, its reader
-    lookup does): an unknown dataset kind lists the known ones."""
-    with pytest.raises(ValueError, match=r"'redweb'.*nyu_png.*synth"):
-        open_dataset("redweb", "/nonexistent")
+    """Issue 14: an unknown dataset kind lists the known ones (ReDWeb has a reader now; MegaDepth has none), and
+    the ordinal chapter's set names are checked the same way."""
+    from depthlib.data import relative_chapter_data
+
+    with pytest.raises(ValueError, match=r"'megadepth'.*nyu_png.*redweb.*synth"):
+        open_dataset("megadepth", "/nonexistent")
+    with pytest.raises(ValueError, match=r"megadepth"):
+        relative_chapter_data(["mc", "megadepth"], size=(32, 64), n_train=2, n_test=2)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
