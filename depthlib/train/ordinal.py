@@ -131,8 +131,9 @@ def ordinal_run(*, model: str, seed: int, sequence: Sequence[str], datasets: Map
 
     Returns:
         ``{"params": int (without the intermediate heads), "train_time_s", "train_loss" (last epoch of the last
-        stage), "<set>_<metric>"... from :func:`relative_metrics`, "history": DataFrame (a ``stage`` column), "rebalance_history": DataFrame
-        (one row per rebalance, with ``rebalance``), "state_dict" (with ``keep_state``)}``.
+        stage), "<set>_<metric>"... from :func:`relative_metrics`, "history": DataFrame (a ``stage`` column),
+        "rebalance_history": DataFrame (one row per rebalance, with ``rebalance``), "state_dict" (with
+        ``keep_state``)}``.
 
     Raises:
         ValueError: before any training, naming the value: an unknown dataset in ``sequence`` (the message lists
