@@ -88,3 +88,36 @@ def test_an_unwritable_cache_keeps_the_result_in_memory(tmp_path, monkeypatch):
     monkeypatch.setenv("DEPTHLIB_CACHE", str(blocker / "cache"))  # cannot be created, even by root
     with pytest.warns(UserWarning, match="not writable.*kept in memory"):
         assert cached("k/x", {}, lambda: {"rmse": 0.5}) == {"rmse": 0.5}
+
+
+def test_a_grid_of_a_partial_recomputes_when_the_function_it_wraps_changes(package_copy):
+    """Chapters 10 and 11 pass ``run_grid`` a ``functools.partial`` of a depthlib run function. The lambda
+    that ``run_grid`` hands to the cache lives in ``depthlib.book.grids``: its references (the partial, and
+    through it the run function's module) must be followed, not taken for book machinery that computes
+    nothing, or an edited training module would keep returning the old numbers."""
+    import functools
+
+    from depthlib.book import run_grid
+    from depthlib.train import ordinal
+
+    calls = []
+
+    def wrapped(seed, scale):
+        calls.append(seed)
+        return {"v": scale * seed, "uses": bool(ordinal.ordinal_run)}
+
+    fn = functools.partial(wrapped, scale=2.0)
+    grid_lambda = lambda: fn(seed=1)  # noqa: E731 - what run_grid builds
+    roots = cache_module.roots_of(grid_lambda)
+    assert "depthlib.train.ordinal" in roots and not roots & set(cache_module.NOT_DEPENDENCIES)
+
+    def compute():
+        return run_grid([{"seed": 1}], fn, cache_key="test/grid", cache_params={"n": 1}).table
+
+    compute()
+    compute()
+    assert calls == [1]
+    _edit(package_copy / "train" / "ordinal.py", "@torch.no_grad()\ndef relative_metrics(",
+          "X_EDITED = 1\n\n\n@torch.no_grad()\ndef relative_metrics(")
+    compute()
+    assert calls == [1, 1]

@@ -150,7 +150,8 @@ def _code_names(code: types.CodeType) -> set[str]:
 def roots_of(fn: Callable[..., Any]) -> set[str] | None:
     """The depthlib modules ``fn`` refers to: the modules of the depthlib functions, classes, objects and
     modules reachable from its globals and closure cells, following non-depthlib functions (a chapter's own
-    ``run``) a few levels deep. ``None`` when it refers to the ``depthlib`` package as a whole or to nothing
+    ``run``, and the book machinery's own functions such as the lambda :func:`run_grid` builds around a
+    ``functools.partial``) a few levels deep. ``None`` when it refers to the ``depthlib`` package as a whole or to nothing
     of depthlib (then every module counts)."""
     roots: set[str] = set()
     seen: set[int] = set()
@@ -163,7 +164,7 @@ def roots_of(fn: Callable[..., Any]) -> set[str] | None:
             name = obj.__name__
             if name == "depthlib":
                 return False
-            if name.startswith("depthlib."):
+            if name.startswith("depthlib.") and name not in NOT_DEPENDENCIES:
                 roots.add(name)
             return True
         if isinstance(obj, functools.partial):
@@ -171,8 +172,13 @@ def roots_of(fn: Callable[..., Any]) -> set[str] | None:
         module = getattr(obj, "__module__", None) if isinstance(obj, (type, types.FunctionType,
                                                                         types.BuiltinFunctionType)) \
             else type(obj).__module__
-        if isinstance(module, str) and (module == "depthlib" or module.startswith("depthlib.")):
+        # The book's machinery (run_grid's lambda, cached) computes nothing itself: a function of it is
+        # followed like a chapter's own function, so the run it wraps is what counts.
+        machinery = module in NOT_DEPENDENCIES
+        if isinstance(module, str) and (module == "depthlib" or module.startswith("depthlib.")) and not machinery:
             roots.add(module)
+            return True
+        if machinery and not isinstance(obj, types.FunctionType):
             return True
         if isinstance(obj, types.MethodType):
             return visit(obj.__func__, depth + 1) and visit(obj.__self__, depth + 1)
