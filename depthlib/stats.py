@@ -5,6 +5,8 @@
   correction over the comparisons of a table.
 - :func:`mean_spread`: the one formatter of "mean ± std" used by the chapters and the scorecard.
 - :func:`spread_table`: a chapter's table of "mean ± std" cells, one row per configuration.
+- :func:`survival_text`: one sentence per table of :func:`compare` results: which claimed improvements
+  survive the seeds, which go the other way, how many are within the noise.
 - :func:`rank_agreement`: Kendall's tau between our ranking of configurations and a paper's, with its
   uncertainty over seeds (a bootstrap of the seeds within each configuration).
 """
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["summarize", "compare", "mean_spread", "spread_table", "rank_agreement"]
+__all__ = ["summarize", "compare", "mean_spread", "spread_table", "survival_text", "rank_agreement"]
 
 
 def _groups(df: pd.DataFrame, by: str | Sequence[str]) -> list[str]:
@@ -243,6 +245,51 @@ def spread_table(df: pd.DataFrame, by: str | Sequence[str], metrics: dict[str, s
     view = pd.DataFrame.from_dict(cells, orient="index")[list(metrics)]
     view.index = pd.MultiIndex.from_tuples(view.index, names=cols) if len(cols) > 1 else view.index.rename(cols[0])
     return summary, view
+
+
+def survival_text(verdicts: pd.DataFrame, *, metric: str = "metric", lower_is_better: bool = True) -> str:
+    """What a table of :func:`compare` results says, in one Markdown sentence: the claimed improvements
+    (``a`` better than ``b``) that survive the seeds, those that survive the *other* way (``a`` worse), and
+    how many comparisons are within the noise or untested.
+
+    Args:
+        verdicts: rows of :func:`compare` (``a``, ``b``, ``diff``, ``survives``, ``p_adjusted``), optionally
+            stacked over several metrics with the metric's name in column ``metric``.
+        metric: the column naming each row's metric (absent: no metric is named).
+        lower_is_better: the direction of an improvement (RMSE, WHDR: lower).
+
+    Returns:
+        e.g. ``"2 of 9 comparisons survive: **mc -> diw** better than **diw** on WHDR (adjusted p = 0.004)
+        ...; 1 survives the other way: ...; the other 6 are within the seed noise."``
+
+    Raises:
+        KeyError: a column of :func:`compare`'s result is missing (names it).
+    """
+    missing = [c for c in ("a", "b", "diff", "survives", "p_adjusted") if c not in verdicts.columns]
+    if missing:
+        raise KeyError(f"survival_text: columns {missing} missing; pass the result of depthlib.stats.compare")
+    total = len(verdicts)
+    if total == 0:
+        return "No comparison was made."
+    better, worse = [], []
+    for _, r in verdicts[verdicts["survives"].astype(bool)].iterrows():
+        on = f" on {r[metric]}" if metric in verdicts.columns else ""
+        improved = (r["diff"] < 0) == lower_is_better
+        text = (f"**{r['a']}** {'better' if improved else 'worse'} than **{r['b']}**{on} "
+                f"(adjusted p = {r['p_adjusted']:.2g})")
+        (better if improved else worse).append(text)
+    untested = int(verdicts["p_adjusted"].isna().sum())
+    rest = total - len(better) - len(worse) - untested
+    parts = [f"{len(better)} of {total} comparisons survive the seeds as the paper claims"
+             + (": " + "; ".join(better) if better else "")]
+    if worse:
+        parts.append(f"{len(worse)} survive{'s' if len(worse) == 1 else ''} the other way: " + "; ".join(worse))
+    if rest:
+        parts.append(f"{'the other ' if better or worse else ''}{rest} "
+                     f"{'is' if rest == 1 else 'are'} within the seed noise")
+    if untested:
+        parts.append(f"{untested} cannot be tested (one seed, or no spread)")
+    return "; ".join(parts) + "."
 
 
 def rank_agreement(df: pd.DataFrame, by: str, metric: str, reference: Any, *, higher_is_better: bool = False,

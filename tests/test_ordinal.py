@@ -1,6 +1,7 @@
 """yucel2021's ordinal pipeline: Li et al.'s MC loss, the relative head, relative_metrics and ordinal_run."""
 
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -106,3 +107,83 @@ def test_ordinal_run_rejects_an_unknown_dataset_before_training():
                     distill=[{"kind": "pixel_rmse"}])
     with pytest.raises(ValueError, match="loss_weight"):
         ordinal_run(model="mbv2-fbnet-x112", seed=0, sequence=["diw"], datasets=data, common={}, loss_weight=-1.0)
+
+
+class _CrashOnce(torch.utils.data.Dataset):
+    """A training set that raises once, at its ``at``-th item: a run killed in the middle of a stage. Its
+    counters are private, so the checkpoint's fingerprint of the data is the same before and after."""
+
+    def __init__(self, inner, at):
+        self.inner, self._at, self._seen, self._crashed = inner, at, 0, False
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        self._seen += 1
+        if not self._crashed and self._seen == self._at:
+            self._crashed = True
+            raise RuntimeError("simulated kill")
+        return self.inner[i]
+
+
+def test_ordinal_run_killed_in_its_last_stage_resumes_bit_identically(tmp_path):
+    from depthlib.data import relative_chapter_data
+    from depthlib.train.ordinal import ordinal_run
+
+    data = relative_chapter_data(["mc", "diw"], size=(32, 64), n_train=4, n_test=2, seed=0)
+    common = {"batch_size": 2, "epochs": 2, "lr": 1e-3, "optimizer": "adam", "progress": False, "device": "cpu"}
+    kwargs = dict(model="mbv2-fbnet-x112", seed=3, sequence=["mc", "diw"], common=common, output_scale=0.1,
+                  aux_heads=1, rebalance={"per_epoch": 2})
+    reference = ordinal_run(datasets=data, **kwargs)
+
+    mc, diw = _CrashOnce(data["train"]["mc"], at=-1), _CrashOnce(data["train"]["diw"], at=6)  # DIW, epoch 2
+    crashing = {**data, "train": {"mc": mc, "diw": diw}}
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        ordinal_run(datasets=crashing, out_dir=tmp_path / "run", **kwargs)
+    assert list((tmp_path / "run").iterdir()), "the killed run left no checkpoint to resume from"
+    mc_before, diw_before = mc._seen, diw._seen
+    resumed = ordinal_run(datasets=crashing, out_dir=tmp_path / "run", **kwargs)
+    assert mc._seen == mc_before, "the finished MC stage was trained again"
+    assert diw._seen - diw_before == len(diw), "DIW should resume at its second epoch, not start over"
+    metrics = [k for k in reference if k.startswith(("nyu_", "diw_", "mc_", "redweb_"))]
+    assert metrics and {k: resumed[k] for k in metrics} == {k: reference[k] for k in metrics}
+    assert resumed["train_loss"] == reference["train_loss"]
+    pd.testing.assert_frame_equal(resumed["rebalance_history"].reset_index(drop=True),
+                                  reference["rebalance_history"].reset_index(drop=True))
+
+
+def test_ordinal_netadapt_prunes_to_each_parameter_budget_and_evaluates_every_version(tmp_path):
+    from depthlib.data import relative_chapter_data
+    from depthlib.profiler import count_params
+    from depthlib.prune import ordinal_netadapt
+    from depthlib.train.ordinal import ordinal_run
+
+    data = relative_chapter_data(["diw"], size=(32, 64), n_train=6, n_test=2, seed=0)
+    common = {"batch_size": 2, "epochs": 1, "lr": 1e-3, "optimizer": "adam", "progress": False, "device": "cpu"}
+    run = ordinal_run(model="mbv2-fbnet-x112", seed=0, sequence=["diw"], datasets=data, common=common,
+                      aux_heads=1, output_scale=0.1, keep_state=True)
+    net = create_model("mbv2-fbnet-x112", relative=True, aux_heads=1)
+    net.load_state_dict(run["state_dict"])
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    diw = data["train"]["diw"]
+    out = ordinal_netadapt(net, train_data=diw, short_data=torch.utils.data.Subset(diw, range(4)),
+                           score_data=torch.utils.data.Subset(diw, range(4, 6)), evaluations=data["evaluations"],
+                           budgets=[0.9, 0.8], short_fields={**common, "epochs": 1}, long_fields=common, seed=0,
+                           example_size=(1, 3, 32, 64), step=0.1, out_dir=tmp_path, progress=False)
+    unpruned = out["unpruned"]["params"]
+    assert unpruned == run["params"]  # the intermediate head is not counted
+    versions = out["versions"]
+    assert list(versions["budget"]) == [0.9, 0.8]
+    assert (versions["params"] <= versions["budget"] * unpruned).all()
+    assert versions["params"].is_monotonic_decreasing and versions["diw_whdr"].between(0, 1).all()
+    assert list(out["history"]["iteration"]) == list(range(1, len(out["history"]) + 1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["budget-0.800", "budget-0.900"]
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the input is untouched
+    assert count_params(net) > unpruned  # still with its head
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        ordinal_netadapt(net, train_data=diw, short_data=diw, score_data=diw, evaluations={}, budgets=[0.5, 0.7], short_fields={},
+                         long_fields={}, seed=0, example_size=(1, 3, 32, 64))
+    with pytest.raises(ValueError, match="need a teacher"):
+        ordinal_netadapt(net, train_data=diw, short_data=diw, score_data=diw, evaluations={}, budgets=[0.5], short_fields={},
+                         long_fields={}, seed=0, example_size=(1, 3, 32, 64), distill=[{"kind": "pixel_rmse"}])

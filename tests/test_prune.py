@@ -163,6 +163,14 @@ def test_netadapt_meets_macs_budget_in_few_iterations(tmp_path):
     assert count_params(net) == count_params(_tiny())  # the input model is untouched
 
 
+def test_netadapt_meets_a_parameter_budget():
+    net = _tiny()
+    res = netadapt(net, X, budget=0.6, step=0.2, resource="params", score=_score, short_term=_short, progress=False)
+    assert count_params(res.model) <= 0.6 * count_params(net)
+    h = res.history
+    assert res.resource == "params" and (h["resource"] == h["params"]).all() and (h["resource"] <= h["target"]).all()
+
+
 def test_netadapt_resumes_bit_identically_after_kill(tmp_path):
     full = netadapt(_tiny(), X, budget=0.5, step=0.15, score=_score, short_term=_short, out_dir=tmp_path / "a",
                     progress=False)

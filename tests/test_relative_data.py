@@ -320,6 +320,16 @@ def test_relative_chapter_data_standins():
     assert data["spec"]["train_sets"] == ["mc", "redweb", "diw"] and data["spec"]["roots"] is None
 
 
+def test_relative_chapter_data_takes_a_count_per_evaluation_set():
+    data = relative_chapter_data(["diw"], size=SIZE, n_train=1, n_test={"nyu": 2, "diw": 5, "mc": 1}, seed=4)
+    assert {k: len(v) for k, v in data["evaluations"].items()} == {"nyu": 2, "diw": 5, "mc": 1}
+    assert data["spec"]["n_test"] == {"nyu": 2, "diw": 5, "mc": 1}
+    with pytest.raises(ValueError, match=r"must name exactly the evaluation sets .*missing: \['mc'\]"):
+        relative_chapter_data(["diw"], size=SIZE, n_train=1, n_test={"nyu": 2, "diw": 5})
+    with pytest.raises(ValueError, match=r"n_test\['diw'\]=0 must be an int >= 1"):
+        relative_chapter_data(["diw"], size=SIZE, n_train=1, n_test={"nyu": 2, "diw": 0, "mc": 1})
+
+
 def test_relative_chapter_data_unknown_name():
     with pytest.raises(ValueError, match=r"'megadepth'.*\['nyu', 'diw', 'redweb', 'mc'\]"):
         relative_chapter_data(["diw", "megadepth"], size=SIZE, n_train=1, n_test=1)

@@ -438,3 +438,27 @@ def test_rank_agreement_refuses_too_few_rows_and_bad_options():
         rank_agreement(df, "row", "rmse", {"a": 1, "b": 2, "c": 3}, confidence=1.5)
     with pytest.raises(KeyError, match="no column"):
         rank_agreement(df, "row", "delta1", {"a": 1, "b": 2, "c": 3})
+
+
+def test_survival_text_names_what_survives_either_way_and_counts_the_rest():
+    import pandas as pd
+
+    from depthlib.stats import compare, survival_text
+
+    runs = pd.DataFrame({"arm": ["base"] * 3 + ["better"] * 3 + ["worse"] * 3 + ["same"] * 3,
+                         "whdr": [0.30, 0.31, 0.29, 0.20, 0.21, 0.19, 0.40, 0.41, 0.39, 0.30, 0.29, 0.31]})
+    verdicts = compare(runs, by="arm", metric="whdr",
+                       pairs=[("better", "base"), ("worse", "base"), ("same", "base")]).assign(metric="WHDR")
+    text = survival_text(verdicts)
+    assert text.startswith("1 of 3 comparisons survive the seeds as the paper claims: **better** better than "
+                           "**base** on WHDR")
+    assert "1 survives the other way: **worse** worse than **base** on WHDR" in text
+    assert "the other 1 is within the seed noise." in text
+    # higher is better: the same numbers read the other way
+    flipped = survival_text(verdicts, lower_is_better=False)
+    assert "**worse** better than **base**" in flipped and "**better** worse than **base**" in flipped
+    one_seed = compare(runs.iloc[[0, 1, 3]], by="arm", metric="whdr", pairs=[("better", "base")])
+    assert survival_text(one_seed) == ("0 of 1 comparisons survive the seeds as the paper claims; "
+                                       "1 cannot be tested (one seed, or no spread).")
+    with pytest.raises(KeyError, match="survives"):
+        survival_text(verdicts.drop(columns="survives"))

@@ -7,7 +7,7 @@ trees of the paper profile are read lazily.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import hashlib
@@ -223,7 +223,8 @@ def _materialize_all(dataset: Dataset) -> list[dict[str, Any]]:
     return [dict(dataset[i]) for i in range(len(dataset))]
 
 
-def relative_chapter_data(train_sets: Sequence[str], *, size: Sequence[int], n_train: int, n_test: int,
+def relative_chapter_data(train_sets: Sequence[str], *, size: Sequence[int], n_train: int,
+                          n_test: int | Mapping[str, int],
                           seed: int = 0, roots: dict[str, Any] | None = None, nyu_root: Any = None,
                           cache: Cache | None = None) -> dict[str, Any]:
     """The training sets and evaluation sets of the ordinal-depth chapter (Yucel et al., CVPRW 2021).
@@ -233,7 +234,9 @@ def relative_chapter_data(train_sets: Sequence[str], *, size: Sequence[int], n_t
             order (the paper's baseline trains MC -> ReDWeb -> DIW sequentially).
         size: ``(H, W)`` of every returned image, in pixels.
         n_train, n_test: samples per training set and per evaluation set; ``0`` means the whole split (real
-            data only; the stand-ins need a count >= 1).
+            data only; the stand-ins need a count >= 1). ``n_test`` may name each evaluation set's count
+            (``{"nyu": 64, "diw": 512, "mc": 64}``): one DIW image is one pair, so WHDR on 64 of them has a
+            binomial error of about 0.06 on its own.
         seed: the data seed of the stand-ins (the data stays fixed while the runs' seeds vary).
         roots: ``None``: the procedural stand-ins of :func:`depthlib.data.relative.relative_standin` (quick
             profile). Else the real data (paper profile): ``{"nyu": FastDepth's h5 tree, "diw": the DIW
@@ -274,7 +277,16 @@ def relative_chapter_data(train_sets: Sequence[str], *, size: Sequence[int], n_t
         raise ValueError(f"relative_chapter_data: train_sets is empty; name some of {list(RELATIVE_SETS)}")
     if len(set(train_sets)) != len(train_sets):
         raise ValueError(f"relative_chapter_data: train_sets={train_sets} names a set twice")
-    for name, value in (("n_train", n_train), ("n_test", n_test)):
+    if isinstance(n_test, Mapping):
+        wrong = sorted(set(n_test) ^ set(RELATIVE_EVALUATIONS))
+        if wrong:
+            raise ValueError(f"relative_chapter_data: n_test={dict(n_test)!r} must name exactly the evaluation sets "
+                             f"{list(RELATIVE_EVALUATIONS)} (wrong or missing: {wrong})")
+        n_tests = {k: n_test[k] for k in RELATIVE_EVALUATIONS}
+    else:
+        n_tests = {k: n_test for k in RELATIVE_EVALUATIONS}
+    for name, value in (("n_train", n_train), *((f"n_test[{k!r}]" if isinstance(n_test, Mapping) else "n_test", v)
+                                               for k, v in n_tests.items())):
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if roots is None else 0):
             raise ValueError(f"relative_chapter_data: {name}={value!r} must be an int >= "
                              + ("1 for the stand-ins" if roots is None else "0 (0: the whole split)"))
@@ -293,7 +305,7 @@ def relative_chapter_data(train_sets: Sequence[str], *, size: Sequence[int], n_t
         for name in train_sets:
             train[name] = relative_standin(name, split="train", n=n_train, size=size, seed=seed, cache=cache)
         for name in RELATIVE_EVALUATIONS:
-            evaluations[name] = relative_standin(name, split="test", n=n_test, size=size, seed=seed, cache=cache)
+            evaluations[name] = relative_standin(name, split="test", n=n_tests[name], size=size, seed=seed, cache=cache)
         kind = "stand-in"
         describe = (f"train: {' -> '.join(f'{n} stand-in {len(train[n])}' for n in train_sets)} {at} "
                     f"(synth, data seed {seed}); eval: "
@@ -319,7 +331,7 @@ def relative_chapter_data(train_sets: Sequence[str], *, size: Sequence[int], n_t
             kind_name, _, split = readers[name]
             transform = fastdepth_val_transform(size) if name == "nyu" else resize
             evaluations[name] = hold(head(open_dataset(kind_name, roots[name], split=split, transform=transform),
-                                          n_test))
+                                          n_tests[name]))
         kind = "real"
         absent = [n for n in RELATIVE_EVALUATIONS if n not in evaluations]
         describe = (f"train: {' -> '.join(f'{n} {len(train[n])}' for n in train_sets)} {at}; eval: "
@@ -330,7 +342,8 @@ def relative_chapter_data(train_sets: Sequence[str], *, size: Sequence[int], n_t
                                                                 transform=fastdepth_val_transform(size)))
         describe += f", NYU test {len(evaluations['nyu_real'])} real pairs"
     spec = {"train_sets": train_sets, "data": kind, "size": list(size), "n_train": int(n_train),
-            "n_test": int(n_test), "seed": int(seed),
+            "n_test": {k: int(v) for k, v in n_tests.items()} if isinstance(n_test, Mapping) else int(n_test),
+            "seed": int(seed),
             "roots": None if roots is None else {k: str(v) for k, v in sorted(roots.items()) if v is not None},
             "nyu_real": len(evaluations["nyu_real"]) if "nyu_real" in evaluations else 0}
     return {"train": train, "evaluations": evaluations, "describe": describe, "spec": spec}

@@ -4,7 +4,9 @@
   count or a measured latency, with L1 / L2 / Taylor importance; the result is a smaller *dense* network
   (:func:`prune`), saved and loaded with :func:`save_pruned` / :func:`load_pruned`.
 - :mod:`depthlib.prune.netadapt`: NetAdapt (Yang et al., ECCV 2018), FastDepth's pruning, checkpointed and
-  resumable (:func:`netadapt`).
+  resumable (:func:`netadapt`), by MACs, parameters or measured latency.
+- :mod:`depthlib.prune.ordinal`: yucel2021's pruned relative networks (Table 7), NetAdapt by parameter count
+  then the pipeline's DIW fine-tune (:func:`ordinal_netadapt`).
 - :mod:`depthlib.prune.unstructured`: haly2021's two sweeps with ``torch.nn.utils.prune`` (fine-grained L1
   and whole-layer), made permanent, with true non-zero counts and sizes on disk (:func:`sparsity_report`).
 
@@ -28,3 +30,6 @@ __all__ = [
 from depthlib.prune.study import METHODS, ssi_disparity, sweep  # noqa: E402  (above train: imports it lazily)
 
 __all__ += ["METHODS", "ssi_disparity", "sweep"]
+from depthlib.prune.ordinal import ordinal_netadapt  # noqa: E402  (yucel2021's Table 7 pruned rows)
+
+__all__ += ["ordinal_netadapt"]

@@ -43,7 +43,7 @@ __all__ = ["NetAdaptResult", "netadapt", "netadapt_fit", "load_iteration", "HIST
 HISTORY_COLUMNS = ("iteration", "layer", "channels_before", "channels_after", "resource", "target", "macs",
                    "params", "score", "n_proposals")
 
-_RESOURCES = ("macs", "latency")
+_RESOURCES = ("macs", "params", "latency")
 
 
 @dataclasses.dataclass
@@ -80,8 +80,9 @@ def netadapt(model: nn.Module, example_inputs: torch.Tensor, *, budget: float, s
         score: ``score(model) -> float``, higher is better (e.g. delta1 on a held-out set).
         short_term: ``short_term(model, iteration)`` fine-tunes a proposal in place (seed it for resumability).
         long_term: fine-tunes the final network in place.
-        resource: ``"macs"`` (:func:`depthlib.profiler.count_macs`) or ``"latency"``
-            (:func:`depthlib.profiler.measure_latency` with ``latency_kwargs``).
+        resource: ``"macs"`` (:func:`depthlib.profiler.count_macs`), ``"params"``
+            (:func:`depthlib.profiler.count_params`: yucel2021's Table 7 budgets are parameter counts) or
+            ``"latency"`` (:func:`depthlib.profiler.measure_latency` with ``latency_kwargs``).
         step: resource removed per iteration, as a fraction of the unpruned resource, in (0, 1).
         step_decay: the step of iteration ``i`` (0-based) is ``step x step_decay ** i``.
         importance: ``"l1"`` or ``"l2"`` ranks the channels within a group.
@@ -118,7 +119,11 @@ def netadapt(model: nn.Module, example_inputs: torch.Tensor, *, budget: float, s
     lat_kw = dict(latency_kwargs or {})
 
     def measure(m: nn.Module) -> float:
-        return float(count_macs(m, size)) if resource == "macs" else measure_latency(m, size, **lat_kw)
+        if resource == "macs":
+            return float(count_macs(m, size))
+        if resource == "params":
+            return float(count_params(m))
+        return measure_latency(m, size, **lat_kw)
 
     net = copy.deepcopy(model)
     ignored_names = list(ignored_layers)
