@@ -48,7 +48,8 @@ def ordinal_netadapt(model: nn.Module, *, train_data: Any, short_data: Any, scor
         budgets: parameter fractions of ``model``, strictly decreasing, each in (0, 1); yucel2021: 1.9, 1.5 and
             1.0 M of 2.6 M.
         short_fields: :class:`~depthlib.train.TrainConfig` fields of each proposal's short fine-tune (its
-            ``loss`` defaults to the DIW ranking loss); iteration ``i`` runs with seed ``seed + i``.
+            ``loss`` defaults to the DIW ranking loss); iteration ``i`` of each budget's NetAdapt call runs with
+            seed ``seed + i``.
         long_fields: fields of each version's final fine-tune (with ``distill`` and ``teacher``: the pipeline's
             last stage, ``rebalance`` included if given).
         seed: the run's seed.
@@ -56,7 +57,8 @@ def ordinal_netadapt(model: nn.Module, *, train_data: Any, short_data: Any, scor
         step: parameters removed per NetAdapt iteration, as a fraction of ``model``'s.
         distill, teacher, teacher_cache: the final fine-tune's :class:`~depthlib.train.DistillTerm` fields, the
             frozen teacher and its output cache (as :func:`depthlib.train.fit` takes them).
-        out_dir: NetAdapt's checkpoints, one folder per budget (a killed run resumes); ``None`` keeps nothing.
+        out_dir: NetAdapt's checkpoints, one folder per budget (a killed run resumes its NetAdapt iterations; the
+            final fine-tunes, not checkpointed, run again and give the same weights); ``None`` keeps nothing.
         progress: NetAdapt's progress bars.
 
     Returns:
