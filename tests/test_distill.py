@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _training import assert_same_state, config, metric_columns  # tests/_training.py
 from depthlib.data import open_dataset
 from depthlib.data.transforms import Compose, RandomHorizontalFlip, RandomRotation
-from depthlib.train import DistillTerm, TeacherCache, TrainConfig, fit, load_checkpoint
+from depthlib.train import DistillTerm, TeacherCache, fit, load_checkpoint
 from depthlib.train.distill import random_augmentations
 
 SIZE = (16, 16)
@@ -55,25 +56,8 @@ def synth(n: int, augment: bool = False, seed: int = 1, transform=None):
     return open_dataset("synth", split="train", n=n, size=SIZE, seed=seed, transform=t)
 
 
-def config(**overrides) -> TrainConfig:
-    base = dict(epochs=2, batch_size=4, lr=0.05, optimizer="sgd", schedule="step", step_size=1, gamma=0.5,
-                loss="l1", progress=False, seed=3)
-    base.update(overrides)
-    return TrainConfig(**base)
-
-
 ALL_TERMS = [DistillTerm("feature_l2", 0.5, "body.1", "body.1"), DistillTerm("pixel_rmse", 1.0),
              DistillTerm("pairwise", 1.0, "body.1", "body.1", options={"scale": 0.5})]
-
-
-def metric_columns(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=["images_per_s", "time_s"])
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 def state(model: nn.Module) -> dict:

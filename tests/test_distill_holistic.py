@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _training import assert_same_state, config, metric_columns  # tests/_training.py
 from depthlib.data import open_dataset
 from depthlib.losses import deep_supervision, distill_rmse
-from depthlib.train import DistillTerm, TeacherCache, TrainConfig, fit, load_checkpoint
+from depthlib.train import DistillTerm, TeacherCache, fit, load_checkpoint
 from depthlib.train import distill as distill_module
 from depthlib.train.distill import DepthDiscriminator, discriminator_hinge_loss, holistic_generator_loss
 
@@ -51,23 +52,6 @@ def net(seed: int = 0, **kw) -> Net:
 
 def synth(n: int, seed: int = 1):
     return open_dataset("synth", split="train", n=n, size=SIZE, seed=seed)
-
-
-def config(**overrides) -> TrainConfig:
-    base = dict(epochs=2, batch_size=4, lr=0.05, optimizer="sgd", schedule="step", step_size=1, gamma=0.5,
-                loss="l1", progress=False, seed=3)
-    base.update(overrides)
-    return TrainConfig(**base)
-
-
-def metric_columns(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=["images_per_s", "time_s"])
-
-
-def assert_same_state(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
 
 
 HOLISTIC = DistillTerm("holistic", 0.05, options={"every": 2})

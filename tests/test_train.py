@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from _training import assert_same_state, config, metric_columns  # tests/_training.py
 from depthlib.data import open_dataset
 from depthlib.data.transforms import Compose, RandomHorizontalFlip, RandomRotation
 from depthlib.losses import get_loss
@@ -73,24 +74,6 @@ def synth(n: int, seed: int = 0, split: str = "train", augment: bool = True, cor
     if corrupt is not None:
         steps.append(NaNPixel(corrupt))
     return open_dataset("synth", split=split, n=n, size=size, seed=seed, transform=Compose(steps) if steps else None)
-
-
-def config(**overrides) -> TrainConfig:
-    base = dict(epochs=2, batch_size=4, lr=0.05, optimizer="sgd", schedule="step", step_size=1, gamma=0.5,
-                loss="l1", progress=False, seed=3)
-    base.update(overrides)
-    return TrainConfig(**base)
-
-
-def metric_columns(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=["images_per_s", "time_s"])
-
-
-def assert_same_parameters(a: nn.Module, b: nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
 
 
 def sha(path) -> str:
@@ -198,7 +181,7 @@ def test_resume_continues_bit_identically(tmp_path, make_model, size, overrides)
 
     assert list(history_full["epoch"]) == [1, 2, 3]
     pd.testing.assert_frame_equal(metric_columns(history_full), metric_columns(history_resumed), check_exact=True)
-    assert_same_parameters(full, resumed)
+    assert_same_state(full, resumed)
     # The run moved: different epochs have different losses, and the lr followed the schedule.
     assert history_full["train_loss"][0] != history_full["train_loss"][1]
     if cfg.schedule == "step":
@@ -224,7 +207,7 @@ def test_checkpoint_is_weights_only_and_complete(tmp_path):
     assert set(ckpt) >= {"model", "optimizer", "scheduler", "history", "rng", "config"}
     assert isinstance(ckpt["history"], list) and isinstance(ckpt["history"][0], dict)
     assert {"torch", "python", "numpy", "loader"} <= set(ckpt["rng"][0])
-    assert_same_parameters(model, _loaded(ckpt))
+    assert_same_state(model, _loaded(ckpt))
     assert (tmp_path / "history.csv").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # nothing left half-written
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1

@@ -5,7 +5,6 @@ Tiny models: seconds on one thread."""
 
 from __future__ import annotations
 
-import math
 
 import pandas as pd
 import pytest
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from _tiny_nets import Net, net  # noqa: F401 (tests/_tiny_nets.py)
+from _training import Net, assert_same_state, metric_columns, net  # noqa: F401 (tests/_training.py)
 from depthlib.data import open_dataset
 from depthlib.train import DistillTerm, TrainConfig, fit, load_checkpoint
 from depthlib.train.rebalance import rebalance_boundaries
@@ -154,10 +153,6 @@ TERMS = [DistillTerm("pixel_rmse", 7.0), DistillTerm("pairwise", 1.0, "body.1", 
          DistillTerm("holistic", 0.05)]
 
 
-def metric_columns(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=["images_per_s", "time_s"])
-
-
 @pytest.mark.parametrize("wrap_aux", [True, False], ids=["wrapped", "per-head"])
 def test_resume_with_rebalancing_is_bit_identical(tmp_path, wrap_aux):
     train, cfg = synth(8), config(wrap_aux=wrap_aux)
@@ -170,8 +165,7 @@ def test_resume_with_rebalancing_is_bit_identical(tmp_path, wrap_aux):
     h_res = fit(resumed, train, config=cfg, out_dir=tmp_path / "parted", teacher=net(5, aux=False), distill=TERMS)
     pd.testing.assert_frame_equal(metric_columns(h_full), metric_columns(h_res), check_exact=True)
     pd.testing.assert_frame_equal(h_full.attrs["rebalance"], h_res.attrs["rebalance"], check_exact=True)
-    for k, v in full.state_dict().items():
-        assert torch.equal(v, resumed.state_dict()[k]), k
+    assert_same_state(full, resumed)
     names = (["loss", "pixel_rmse", "pairwise"] if wrap_aux else
              ["loss/0", "loss/1", "pixel_rmse/0", "pixel_rmse/1", "pairwise"])
     assert [c for c in h_full.columns if c.startswith("w_")] == [f"w_{n}" for n in names]  # holistic: not rebalanced
@@ -182,8 +176,7 @@ def test_resume_with_rebalancing_is_bit_identical(tmp_path, wrap_aux):
     h_again = fit(again, train, config=cfg, out_dir=tmp_path / "parted", teacher=net(5, aux=False), distill=TERMS)
     pd.testing.assert_frame_equal(metric_columns(h_full), metric_columns(h_again), check_exact=True)
     pd.testing.assert_frame_equal(h_full.attrs["rebalance"], h_again.attrs["rebalance"], check_exact=True)
-    for k, v in full.state_dict().items():
-        assert torch.equal(v, again.state_dict()[k]), k
+    assert_same_state(full, again)
 
 
 def test_resume_refuses_another_rebalancing(tmp_path):

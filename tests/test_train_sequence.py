@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from _tiny_nets import Net, net  # noqa: F401 (tests/_tiny_nets.py)
+from _training import Net, assert_same_state, metric_columns, net  # noqa: F401 (tests/_training.py)
 from depthlib.data import open_dataset
 from depthlib.train import DistillTerm, Stage, TrainConfig, fit, fit_sequence, load_checkpoint
 
@@ -42,17 +42,6 @@ def teacher():
 
 
 TERMS = [DistillTerm("pixel_rmse", 1.0)]
-
-
-def metric_columns(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=["images_per_s", "time_s"])
-
-
-def assert_same_state(a: nn.Module, b: nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
 
 
 def test_interrupted_and_resumed_sequence_is_bit_identical(tmp_path):
