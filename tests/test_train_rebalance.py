@@ -5,7 +5,6 @@ Tiny models: seconds on one thread."""
 
 from __future__ import annotations
 
-
 import pandas as pd
 import pytest
 import torch
